@@ -39,23 +39,28 @@ def to_input(exam, dev):
     vols = [torch.from_numpy(exam[p]).to(dev).float().div_(255).sub_(.5).div_(.25)[None] for p in PLANES]
     return (*vols, torch.tensor([[exam[p].shape[0] for p in PLANES]], device=dev))
 
-def run(model, exams, dev, reps:int):
-    "Best-of-`reps` total seconds for all exams one at a time, and the FLOPs of one pass"
+def flops_of(model, exams, dev) -> int:
+    "FLOPs of one pass over the exams (this pass also warms the model up)"
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        for e in exams: model(*to_input(e, dev))
+    return fc.get_total_flops()
+
+def seconds(model, exams, dev) -> float:
+    "Seconds for one pass over the exams, one exam at a time"
     with torch.inference_mode():
-        for e in exams[:1]: model(*to_input(e, dev))   # warm-up
-        with FlopCounterMode(display=False) as fc:
-            for e in exams: model(*to_input(e, dev))
-        best = float('inf')
-        for _ in range(reps):
-            sync(dev); t = time.perf_counter()
-            for e in exams: model(*to_input(e, dev))
-            sync(dev); best = min(best, time.perf_counter() - t)
-    return best, fc.get_total_flops()
+        sync(dev); t = time.perf_counter()
+        for e in exams: model(*to_input(e, dev))
+        sync(dev)
+    return time.perf_counter() - t
+
+VARIANTS = {'contiguous (reference layout)': (3, False, False),     # in_chans, channels-last input, channels-last weights
+            'kneeai default (channels_last input)': (3, True, False),
+            'in_chans=1 + channels_last weights': (1, True, True)}
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--exams', type=int, default=3, help='how many of the sample exams (up to 9)')
-    ap.add_argument('--reps', type=int, default=2, help='timed passes over the exams (the best is kept)')
+    ap.add_argument('--reps', type=int, default=3, help='timed passes over the exams per variant (the best is kept)')
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
     ap.add_argument('--device', default='cpu')
     args = ap.parse_args()
@@ -65,22 +70,22 @@ def main():
     slices = [sum(e[p].shape[0] for p in PLANES) for e in exams]
     print(f"{device_info()} threads={torch.get_num_threads()}")
     print(f"{len(exams)} real exams, slices per exam (3 planes) {slices}, 256x256\n")
-    mm0 = matmul_gflops(dev)
-    rows = []
-    variants = (('contiguous (reference layout)', 3, False, False), ('kneeai default (channels_last input)', 3, True, False),
-                ('channels_last weights too', 3, True, True), ('in_chans=1 + channels_last weights', 1, True, True))
-    for name,in_chans,cl_in,cl_w in variants:
+    models,flops,best = {},{},{}
+    for name,(in_chans,cl_in,cl_w) in VARIANTS.items():
         torch.manual_seed(0)
         m = TripleMRNet('alexnet', in_chans=in_chans).to(dev).eval()
         for p in m.planes: m.encoder_for(p).infer_channels_last = cl_in
-        if cl_w: m = m.to(memory_format=torch.channels_last)
-        secs,flops = run(m, exams, dev, args.reps)
-        rows.append((name, secs/len(exams)*1e3, flops/len(exams)/1e9, flops/secs/1e9))
-    mm = max(mm0, matmul_gflops(dev))   # measured before and after, the better kept (the machine may be shared)
+        models[name] = m.to(memory_format=torch.channels_last) if cl_w else m
+        flops[name],best[name] = flops_of(models[name], exams, dev),float('inf')
+    mm = 0.
+    for _ in range(args.reps):   # round-robin, best of each: fairer when the machine is shared
+        mm = max(mm, matmul_gflops(dev))
+        for name,m in models.items(): best[name] = min(best[name], seconds(m, exams, dev))
+    rows = [(n, best[n]/len(exams)*1e3, flops[n]/len(exams)/1e9, flops[n]/best[n]/1e9) for n in VARIANTS]
     print(f"matrix multiply (float32, 2048x2048): {mm:.1f} GFLOP/s\n")
-    print(f"{'variant':32s} {'ms/exam':>9s} {'GFLOP/exam':>11s} {'GFLOP/s':>9s} {'ratio to matmul':>16s}")
-    for name,ms,gf,rate in rows: print(f"{name:32s} {ms:9.1f} {gf:11.1f} {rate:9.1f} {rate/mm:16.2f}")
-    base,ref = rows[1],rows[0]
+    print(f"{'variant':38s} {'ms/exam':>9s} {'GFLOP/exam':>11s} {'GFLOP/s':>9s} {'ratio to matmul':>16s}")
+    for name,ms,gf,rate in rows: print(f"{name:38s} {ms:9.1f} {gf:11.1f} {rate:9.1f} {rate/mm:16.2f}")
+    ref,base = rows[0],rows[1]
     print(f"\nkneeai MRNet inference (AlexNet, 3 planes, default): {base[1]:.0f} ms per exam, {base[3]:.1f} GFLOP/s; "
           f"matmul {mm:.1f} GFLOP/s; ratio {base[3]/mm:.2f}"
           f" (reference layout: {ref[1]:.0f} ms, ratio {ref[3]/mm:.2f}; speed-up {ref[1]/base[1]:.2f}x)")
