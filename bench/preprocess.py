@@ -1,0 +1,73 @@
+"""Images per second of `kneeai.preprocess.preprocess_folder` against a plain per-file loop, on synthetic DICOM radiographs.
+
+The plain loop is written in the style of the reference pipelines: for each file, one after another, pydicom reads
+it, the pixels are scaled to [0, 1] (MONOCHROME1 inverted), scikit-image's CLAHE runs at full resolution, scikit-image
+resizes to the output size, and PIL saves a 16-bit PNG. `preprocess_folder` does more (exposed field, body mask,
+body percentiles, background cleaning, knee localisation and crop) and writes the same kind of file, in
+`--workers` processes. Both run on the same files, in the same run, `--reps` times each, alternating; the best time
+of each is kept. The data set (`synth_radiographs(n, seed=0, size=512)`: mixed uncompressed, RLE, JPEG 2000 and
+JPEG-LS files) is written once to `--data` (default: a folder in the temporary directory) and reused.
+
+Usage: `python bench/preprocess.py [--n 150] [--size 256] [--workers 2] [--reps 2] [--data DIR]`.
+"""
+import argparse, os, shutil, tempfile, time, warnings
+warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
+from pathlib import Path
+import numpy as np, pydicom
+from PIL import Image
+from skimage import exposure, transform
+from kneeai.dicom import dicom_files
+from kneeai.preprocess import preprocess_folder
+from kneeai.synthetic_radiographs import synth_radiographs
+
+def plain_loop(files, src, dest, size):
+    "The reference-style pipeline: one file after another"
+    for fn in files:
+        ds = pydicom.dcmread(fn)
+        a = ds.pixel_array.astype(np.float32)
+        if ds.PhotometricInterpretation == 'MONOCHROME1': a = a.max() - a
+        a = (a - a.min())/max(a.max() - a.min(), 1e-6)
+        a = exposure.equalize_adapthist(a)
+        a = transform.resize(a, (size, size), anti_aliasing=True)
+        out = dest/Path(fn).relative_to(src).with_suffix('.png')
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.rint(a*65535).astype(np.uint16)).save(out)
+
+def timed(f, *args, **kwargs):
+    t = time.perf_counter(); r = f(*args, **kwargs); return time.perf_counter() - t, r
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--n', type=int, default=150, help='number of synthetic radiographs')
+    ap.add_argument('--size', type=int, default=256, help='side of the output images')
+    ap.add_argument('--workers', type=int, default=os.cpu_count(), help='processes for preprocess_folder')
+    ap.add_argument('--reps', type=int, default=2, help='timed runs of each (the best is kept)')
+    ap.add_argument('--data', type=Path, default=None, help='folder for the synthetic DICOM set (written if absent)')
+    args = ap.parse_args()
+    src = args.data or Path(tempfile.gettempdir())/f'kneeai-bench-preprocess-n{args.n}'
+    if not (src/'labels.csv').exists():
+        print(f'writing {args.n} synthetic radiographs to {src} (not timed)...', flush=True)
+        synth_radiographs(src, n=args.n, seed=0, size=512, progress=False)
+    files = dicom_files(src)
+    for fn in files: fn.read_bytes() # into the page cache, for both
+    work = Path(tempfile.mkdtemp(prefix='kneeai-bench-'))
+    print(f'{len(files)} DICOM files of 512x512 -> {args.size}x{args.size} 16-bit PNG; {os.cpu_count()} CPUs; '
+          f'load average before: {" ".join(f"{x:.2f}" for x in os.getloadavg())}', flush=True)
+    best = dict(plain=float('inf'), kneeai=float('inf'))
+    try:
+        for r in range(args.reps):
+            for name in ('plain', 'kneeai'):
+                dest = work/f'{name}{r}'
+                if name == 'plain': t,_ = timed(plain_loop, files, src, dest, args.size)
+                else:
+                    t,df = timed(preprocess_folder, src, dest, size=args.size, n_workers=args.workers, progress=False)
+                    assert (df.status == 'ok').all(), df[df.status != 'ok']
+                best[name] = min(best[name], t)
+                print(f'  run {r+1} {name:7s} {len(files)/t:6.1f} images/s', flush=True)
+    finally: shutil.rmtree(work, ignore_errors=True)
+    plain,ours = len(files)/best['plain'],len(files)/best['kneeai']
+    print(f'plain per-file loop (pydicom, scale, skimage CLAHE, resize, save): {plain:6.1f} images/s')
+    print(f'preprocess_folder (n_workers={args.workers}):{" "*22}{ours:6.1f} images/s')
+    print(f'ratio: {ours/plain:.2f}x   (load average after: {" ".join(f"{x:.2f}" for x in os.getloadavg())})')
+
+if __name__ == '__main__': main()
