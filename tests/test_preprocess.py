@@ -27,7 +27,8 @@ def test_any_array(img, crop, clip):
     assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
 
 @pytest.mark.parametrize('img', [np.zeros((64, 64)), np.full((100, 80), 7.), (np.arange(64*64) % 2).reshape(64, 64).astype(float),
-                                 np.random.default_rng(0).random((20, 900)), np.random.default_rng(1).random((700, 17))])
+                                 np.random.default_rng(0).random((20, 900)), np.random.default_rng(1).random((700, 17)),
+                                 np.random.default_rng(2).random((16, 4000)), np.random.default_rng(3).random((17, 9000))])
 def test_degenerate(img):
     "Flat, binary and very elongated images do not break the finders"
     h,w = img.shape
