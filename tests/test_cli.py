@@ -32,3 +32,59 @@ def test_version_verbose_is_json():
 def test_unknown_command_is_a_usage_error():
     r = kneeai_cmd('frobnicate')
     assert r.returncode == 2 and 'invalid choice' in r.stderr and 'Traceback' not in r.stderr
+
+def test_error_is_one_line_without_traceback(tmp_path):
+    r = kneeai_cmd('dicom-meta', str(tmp_path/'missing'), '--quiet')
+    assert r.returncode == 1 and 'Traceback' not in r.stderr
+    assert str(tmp_path/'missing') in r.stderr
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    "A tiny `kneeai demo` run: synthetic MRNet data, a trained model and its report"
+    out = tmp_path_factory.mktemp('demo')
+    r = kneeai_cmd('demo', '--out', str(out), '--n-train', '16', '--n-valid', '6', '--epochs', '1', '--quiet', timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout
+
+def test_demo_writes_model_and_report(demo):
+    out,stdout = demo
+    for t in ('abnormal', 'acl', 'meniscus'): assert t in stdout
+    assert (out/'model'/'model.safetensors').exists() and (out/'model'/'config.json').exists()
+    assert (out/'report.md').exists() and (out/'roc.png').exists() and (out/'history.csv').exists()
+
+def test_predict_split_csv_and_exam_json(demo, tmp_path):
+    out,_ = demo
+    r = kneeai_cmd('predict', '--model', str(out/'model'), '--data', str(out/'data'), '--split', 'valid', '--csv')
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == 'id,abnormal,acl,meniscus' and len(lines) == 7
+    exam = tmp_path/'exam1'; exam.mkdir()
+    for p in ('sagittal', 'coronal', 'axial'): shutil.copy(out/'data'/'valid'/p/'0016.npy', exam/f'{p}.npy')
+    r = kneeai_cmd('predict', '--model', str(out/'model'), str(exam))
+    probs = json.loads(r.stdout)['exam1']
+    first = dict(zip(lines[0].split(',')[1:], map(float, lines[1].split(',')[1:])))
+    assert lines[1].startswith('0016,') and all(abs(probs[k] - first[k]) < 1e-4 for k in first)
+
+def test_predict_bad_exam_is_reported_and_others_kept(demo, tmp_path):
+    out,_ = demo
+    good,bad = tmp_path/'good',tmp_path/'bad'
+    good.mkdir(); bad.mkdir()
+    for p in ('sagittal', 'coronal', 'axial'): shutil.copy(out/'data'/'valid'/p/'0017.npy', good/f'{p}.npy')
+    (bad/'sagittal.npy').write_bytes(b'garbage')
+    r = kneeai_cmd('predict', '--model', str(out/'model'), str(good), str(bad))
+    assert r.returncode == 1 and 'Traceback' not in r.stderr and 'bad' in r.stderr
+    res = json.loads(r.stdout)
+    assert res['good']['acl'] is not None and res['bad']['acl'] is None and res['bad']['error']
+
+def test_train_mrnet_command(demo, tmp_path):
+    out,_ = demo
+    r = kneeai_cmd('train', 'mrnet', '--data', str(out/'data'), '--out', str(tmp_path/'run'), '--epochs', '1', '--bs', '4',
+                   '--valid-pct', '0.4', '--tasks', 'abnormal,acl', '--device', 'cpu', timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = json.loads((tmp_path/'run'/'model'/'config.json').read_text())
+    assert cfg['data']['tasks'] == ['abnormal', 'acl'] and set(cfg['thresholds']) == {'abnormal', 'acl'}
+
+def test_untrusted_pickle_refused(tmp_path):
+    (tmp_path/'export.pkl').write_bytes(b'\x80\x04K\x01.')
+    r = kneeai_cmd('predict', '--model', str(tmp_path), '--data', str(tmp_path))
+    assert r.returncode == 1 and 'arbitrary code' in r.stderr
