@@ -17,8 +17,8 @@ from fastcore.foundation import L
 from .core import PLANES, MRNET_TASKS, ModelError, DataError
 
 # %% auto #0
-__all__ = ['tv_archs', 'tv_weights_file', 'fold_gray', 'create_backbone', 'n_features', 'last_conv', 'slice_mask', 'pack_slices',
-           'max_over_slices', 'SliceEncoder', 'MRNet', 'TripleMRNet', 'mrnet_splitter', 'PlaneStacker']
+__all__ = ['tv_archs', 'tv_weights_file', 'fold_gray', 'small_cnn', 'create_backbone', 'n_features', 'last_conv', 'slice_mask',
+           'pack_slices', 'max_over_slices', 'SliceEncoder', 'MRNet', 'TripleMRNet', 'mrnet_splitter', 'PlaneStacker']
 
 # %% ../nbs/07_models.ipynb #34ff5c95
 def _tv_cut(arch:str):
@@ -137,14 +137,26 @@ def fold_gray(body:nn.Module) -> nn.Module:
     setattr(parent, name.rpartition('.')[2], new)
     return body
 
+# %% ../nbs/07_models.ipynb #d4619cb5
+def small_cnn(in_chans:int=1, # Input channels
+              nf:int=64, # Channels of the last block (the features per slice)
+             ) -> nn.Sequential:
+    "A small from-scratch CNN body: five blocks of conv 3x3, batch norm, ReLU and 2x2 max pool"
+    chans = [in_chans, nf//8, nf//4, nf//2, nf, nf]
+    return nn.Sequential(*[nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+                           for i,o in zip(chans[:-1], chans[1:])])
+
 # %% ../nbs/07_models.ipynb #f6743af1
-def create_backbone(arch:str='alexnet', # A torchvision name (see `tv_archs`) or a timm name (optionally 'timm:name')
+def create_backbone(arch:str='alexnet', # 'small_cnn', a torchvision name (see `tv_archs`) or a timm name (optionally 'timm:name')
                     pretrained:bool|str|Path=False, # True: the library's default weights; or the path of a weight file
                     in_chans:int=3, # 3: a gray slice is repeated into 3 channels; 1: the first conv is folded
                    ) -> tuple[nn.Module, int]:
     "The convolutional body of `arch` and the number of features it gives per slice"
     if in_chans not in (1, 3): raise ModelError(arch, f'in_chans must be 1 or 3, not {in_chans}')
-    if not arch.startswith('timm:') and _tv_cut(arch) and arch in torchvision.models.list_models(module=torchvision.models):
+    if arch == 'small_cnn':
+        if pretrained: raise ModelError(arch, 'small_cnn has no pretrained weights', hint='train it from scratch (pretrained=False)')
+        body = small_cnn(in_chans)
+    elif not arch.startswith('timm:') and _tv_cut(arch) and arch in torchvision.models.list_models(module=torchvision.models):
         body = _tv_cut(arch)(_tv_model(arch, pretrained))
         if in_chans == 1: fold_gray(body)
     else:
