@@ -1,5 +1,5 @@
-"README.md from nbs/index.ipynb without Quarto: drop `#| hide` cells and directive lines, then pandoc to GitHub Markdown."
-import json, re, subprocess, sys, tempfile
+"README.md from nbs/index.ipynb without Quarto: drop `#| hide` cells and directive lines, then pandoc to GitHub Markdown (plots go to nbs/images/readme/)."
+import json, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 # pandoc wraps every notebook cell and output in a <div>; GitHub Markdown reads better without them.
@@ -7,17 +7,24 @@ UNWRAP_CELLS = 'function Div(el) return el.content end'
 
 def main(src, dest):
     nb = json.loads(Path(src).read_text())
-    cells = []
+    cells,n = [],0
     for c in nb['cells']:
         lines = ''.join(c['source']).splitlines(keepends=True)
         dirs = [l for l in lines if re.match(r'\s*#\|', l)]
         if any(re.match(r'\s*#\|\s*hide\b', d) for d in dirs): continue
         c['source'] = [l for l in lines if l not in dirs]
+        if c['cell_type'] == 'code': n += 1; c['execution_count'] = n  # nbdev-clean drops these; pandoc's reader needs them
+        for o in c.get('outputs', []):
+            o.setdefault('metadata', {})
+            if o['output_type'] == 'execute_result': o['execution_count'] = n
         cells.append(c)
     nb['cells'] = cells
     with tempfile.NamedTemporaryFile('w', suffix='.ipynb', delete=False) as f: json.dump(nb, f)
     with tempfile.NamedTemporaryFile('w', suffix='.lua', delete=False) as lua: lua.write(UNWRAP_CELLS)
-    md = subprocess.run(['pandoc', f.name, '-f', 'ipynb', '-t', 'gfm', '--wrap=none', '--lua-filter', lua.name],
+    media = Path(dest).parent/'nbs'/'images'/'readme'
+    if media.exists(): shutil.rmtree(media)
+    md = subprocess.run(['pandoc', f.name, '-f', 'ipynb', '-t', 'gfm', '--wrap=none', '--lua-filter', lua.name,
+                         f'--extract-media={media.relative_to(Path(dest).parent)}'],
                         check=True, capture_output=True, text=True).stdout
     Path(dest).write_text('<!-- generated from nbs/index.ipynb by `make readme`: edit the notebook, not this file -->\n\n' + md)
 
