@@ -15,8 +15,8 @@ from .core import PLANES, MRNET_TASKS, DataError, atomic_write, reference_data
 # %% auto #0
 __all__ = ['TISSUES', 'SEQUENCES', 'CONTRASTS', 'MRNET_PREVALENCE', 'DIFFICULTY', 'MARGIN', 'BIG', 'LESION_KINDS', 'LESION_TASKS',
            'MANIFEST', 'sd_ellipsoid', 'sd_column', 'sd_capsule', 'smin', 'check_prevalence', 'draw_labels',
-           'difficulty_value', 'exam_params', 'Shape', 'offset', 'femur', 'tibia', 'fibula', 'patella', 'meniscus',
-           'acl_ends', 'acl_layers', 'meniscal_tear', 'bone_bruise', 'lesion_value', 'layers', 'plane_axes',
+           'difficulty_value', 'lesion_scales', 'exam_params', 'Shape', 'offset', 'femur', 'tibia', 'fibula', 'patella',
+           'meniscus', 'acl_ends', 'acl_layers', 'meniscal_tear', 'bone_bruise', 'lesion_value', 'layers', 'plane_axes',
            'index_box', 'texture', 'render_plane', 'synth_exam', 'show_exam', 'synth_mrnet']
 
 # %% ../nbs/03_synthetic.ipynb #7e01b7b4
@@ -119,8 +119,17 @@ def difficulty_value(difficulty:str|float # A name in `DIFFICULTY` or a number f
         raise DataError(difficulty, 'difficulty must be a name or a number from 0 to 1', hint=hint)
     return float(difficulty)
 
-def _size_factor(d): return 1.4 - 0.8*d
-def _contrast_factor(d): return 1 - 0.7*d
+def lesion_scales(difficulty:str|float # See `difficulty_value`
+                 ) -> dict:
+    "Size and contrast of the lesions at a difficulty; lengths in knee units (the field of view is about 2)"
+    d = difficulty_value(difficulty)
+    return dict(size=1.6 - 1.2*d,                             # factor on the size of effusions and bone bruises
+                contrast=min(1., 1.2 - d),                    # how far lesion signal goes from the healthy tissue's to its own
+                acl_gap=0.95 - 0.9*d,                         # torn fraction of the ACL's length (times 0.75 to 1.25 per exam)
+                acl_radius=0.032*(1.9 - 1.2*d),               # radius of the torn part (the intact band's: 0.032)
+                meniscal_thickness=0.008 + 0.08*(1 - d)**1.3, # thickness of the cleft (the horn is 0.075 high)
+                meniscal_arc=1.8 - 1.4*d,                     # factor on the cleft's arc along the meniscus (55 to 105 degrees)
+                meniscal_cyst=0.15*max(0., 0.8 - d)**1.3)       # radius of the parameniscal cyst at the cleft's outer end (0: none)
 
 # %% ../nbs/03_synthetic.ipynb #16a63193
 def _rotation(ax, ay, az):
@@ -258,37 +267,44 @@ def acl_layers(ex:dict) -> list:
     "The ACL as painted layers: one band, or two swollen stumps with a fluid-filled gap"
     a0,b0 = acl_ends(ex['anat'])
     if not ex['lesions']['acl_tear']: return [('ligament', _cap(a0, b0, 0.032), None)]
-    p,f = ex['acl_tear'],_size_factor(ex['difficulty'])
-    g = p['gap']*f
-    t0,t1 = max(p['t0']-g/2, 0.05), min(p['t0']+g/2, 0.95)
+    p,s = ex['acl_tear'],lesion_scales(ex['difficulty'])
+    g = min(s['acl_gap']*p['gap']/0.24, 0.9)  # torn fraction of the length
+    t0 = float(np.clip(p['t0'], 0.05+g/2, 0.95-g/2))
+    t0,t1 = t0-g/2, t0+g/2
     at = lambda t: a0 + (b0-a0)*t
     return [('ligament', _cap(a0, at(t0), 0.032*p['swell']), None), ('ligament', _cap(at(t1), b0, 0.032*p['swell']), None),
-            ('tear', _cap(at(t0), at(t1), 0.032*(0.8+0.5*f)), 'acl_tear')]
+            ('tear', _cap(at(t0), at(t1), s['acl_radius']), 'acl_tear')]
 
 def meniscal_tear(ex:dict, menisci) -> Shape:
-    "A slab through the posterior horn of the medial or lateral meniscus"
-    a,p = ex['anat'],ex['meniscal_tear']
-    f = _size_factor(ex['difficulty'])
+    "A slab through the posterior horn of the medial or lateral meniscus, and the parameniscal cyst it feeds"
+    a,p,s = ex['anat'],ex['meniscal_tear'],lesion_scales(ex['difficulty'])
+    ht,arc = s['meniscal_thickness']/2,min(p['arc']*s['meniscal_arc'], np.pi)
     cx,top = (-0.27 if p['medial'] else 0.27), 0.03-a['joint']
     h,ny,nz = top + 0.075*0.7*p['height'], math.sin(p['tilt']), math.cos(p['tilt'])
     yp = 0.05 + 0.75*(0.29 if p['medial'] else 0.25)*a['meniscus']  # the middle of the posterior horn
     def cut(x, y, z):
-        slab = np.abs((y-yp)*np.float32(ny) + (z-h)*np.float32(nz)) - np.float32(0.009*f)
+        slab = np.abs((y-yp)*np.float32(ny) + (z-h)*np.float32(nz)) - np.float32(ht)
         ang = np.arctan2(y-0.05, (x-cx)*np.sign(cx))  # 0 at the rim facing out, pi/2 behind
-        return np.maximum(slab, (np.abs(ang - (np.pi/2 + p['centre'])) - p['arc']*f/2)*np.float32(0.25))
-    return offset(menisci[0 if p['medial'] else 1], -0.004, cut)
+        return np.maximum(slab, (np.abs(ang - (np.pi/2 + p['centre'])) - arc/2)*np.float32(0.25))
+    m = menisci[0 if p['medial'] else 1]
+    r = s['meniscal_cyst']
+    if r == 0: return offset(m, -0.004, cut)
+    rx,ry,ang = 0.22*a['meniscus'],(0.29 if p['medial'] else 0.25)*a['meniscus'],np.pi/2 + p['centre']
+    cyst = _ell((cx + np.sign(cx)*1.1*rx*math.cos(ang), 0.05 + 1.1*ry*math.sin(ang), top + 0.035), (r, r, 0.8*r))
+    return Shape(lambda x,y,z: np.minimum(np.maximum(m.fn(x, y, z) + np.float32(0.004), cut(x, y, z)), cyst.fn(x, y, z)),
+                 np.minimum(m.lo, cyst.lo), np.maximum(m.hi, cyst.hi))
 
 def bone_bruise(ex:dict, fem:Shape, tib:Shape) -> Shape:
     "Marrow oedema: an ellipsoid inside the femur or the tibia"
     a,p = ex['anat'],ex['bone_bruise']
-    f,top = _size_factor(ex['difficulty']),0.03-a['joint']
+    f,top = lesion_scales(ex['difficulty'])['size'],0.03-a['joint']
     c,bone = [((0.26, 0.0, 0.12), fem), ((0.28, 0.18, top-0.08), tib), ((-0.26, 0.05, 0.12), fem)][p['site']]
     e = _ell(np.add(c, p['off']), (0.1*f*p['r'][0], 0.12*f*p['r'][1], 0.08*f*p['r'][0]))
     return Shape(lambda x,y,z: np.maximum(e.fn(x, y, z), bone.fn(x, y, z) + 0.03), e.lo, e.hi)
 
 def lesion_value(ex:dict, tissue:str, con:dict) -> float:
     "Signal of a lesion: between the healthy tissue's and the lesion's own, the nearer to healthy the harder"
-    c = _contrast_factor(ex['difficulty'])
+    c = lesion_scales(ex['difficulty'])['contrast']
     if tissue == 'tear': return con['ligament'] + c*(con['fluid']-con['ligament'])
     return con['marrow'] + c*(con['edema']-con['marrow'])
 
@@ -300,7 +316,7 @@ _MUSCLES = [((0.2, 0.5, -0.35), (0.2, 0.2, 0.5)), ((-0.2, 0.5, -0.35), (0.22, 0.
 def layers(ex:dict) -> list:
     "The knee as painted layers (tissue, shape, lesion kind or None), from the skin inwards"
     a,les = ex['anat'],ex['lesions']
-    f,b = _size_factor(ex['difficulty']),a['body']
+    f,b = lesion_scales(ex['difficulty'])['size'],a['body']
     L = [('fat', _col((0, 0.05), (0.8*b, 0.76*b), (-BIG, BIG)), None)]
     inner = lambda x,y,z: sd_column(x, y, z, (0, 0.05), (0.8*b-a['fat'], 0.76*b-a['fat']))
     for c,r in _MUSCLES:
@@ -317,8 +333,10 @@ def layers(ex:dict) -> list:
     if les['effusion']:
         g = 0.5 + 0.7*f*e['amount']
         L += [('fluid', _ell((0, -0.33, a['patella']+0.2), (0.3, 0.03+0.06*g, 0.16+0.1*g)), 'effusion'),
-              ('fluid', offset(fem, 0.02*g, lambda x,y,z: np.abs(z-0.2)-0.25), 'effusion')]
-    L += [('cartilage', offset(fem, 0.028, lambda x,y,z: z-0.36), None), ('cartilage', offset(pat, 0.028, lambda x,y,z: -y-0.47), None),
+              ('fluid', offset(fem, 0.02*g, lambda x,y,z: np.abs(z-0.25)-0.2), 'effusion')]
+    # articular cartilage: the femur's below the trochlea but not on the walls of the notch, the patella's back, the plateau
+    L += [('cartilage', offset(fem, 0.028, lambda x,y,z: np.maximum(z-0.36, np.minimum(0.1-np.abs(x), y+0.05))), None),
+          ('cartilage', offset(pat, 0.028, lambda x,y,z: -y-0.47), None),
           ('cartilage', offset(tib, 0.025, lambda x,y,z: -0.05-a['joint']-z), None),
           *[('ligament', m, None) for m in menisci]]
     if les['meniscal_tear']: L.append(('tear', meniscal_tear(ex, menisci), 'meniscal_tear'))
@@ -436,6 +454,7 @@ def show_exam(exam:dict, # From `synth_exam` (or any dict with a stack per plane
               lesion_slices:bool=True, # Show the slice of each plane through the most lesion boxes, else the middle
              ):
     "Show one slice of each plane, with the lesion boxes drawn on it"
+    import matplotlib.pyplot as plt
     if axs is None: _,axs = plt.subplots(1, 3, figsize=(9, 3))
     for ax,pl in zip(axs, PLANES):
         v,recs = exam[pl],[r for r in exam.get('lesions', []) if r['plane'] == pl]
