@@ -360,7 +360,7 @@ def dicom_meta(files, # DICOM files, or a folder to search with `dicom_files`
                progress:bool=False, # Show a progress bar
               ) -> pd.DataFrame:
     "One row per file with its DICOM tags (patient identifiers removed unless `phi`), and an `error` column"
-    if isinstance(files, (str, os.PathLike)) and Path(files).is_dir(): files = dicom_files(files)
+    if isinstance(files, (str, os.PathLike)): files = dicom_files(files)  # a folder, one file, or a DicomError if neither
     files = list(files)
     if n_workers is None: n_workers = min(defaults.cpus, max(len(files)//8, 1)) if len(files) > 8 else 0
     rows = parallel(_meta_row, files, phi=phi, keep=tuple(keep), salt=salt, px_summ=px_summ,

@@ -12,7 +12,8 @@ def _kneeai():
     return found
 
 def kneeai_cmd(*args, **kw):
-    return subprocess.run([_kneeai(), *args], capture_output=True, text=True, timeout=120, **kw)
+    kw.setdefault("timeout", 120)
+    return subprocess.run([_kneeai(), *args], capture_output=True, text=True, **kw)
 
 def test_help_lists_commands():
     r = kneeai_cmd('--help')
