@@ -124,12 +124,12 @@ def lesion_scales(difficulty:str|float # See `difficulty_value`
     "Size and contrast of the lesions at a difficulty; lengths in knee units (the field of view is about 2)"
     d = difficulty_value(difficulty)
     return dict(size=1.6 - 1.2*d,                             # factor on the size of effusions and bone bruises
-                contrast=min(1., 1.2 - d),                    # how far lesion signal goes from the healthy tissue's to its own
-                acl_gap=0.95 - 0.9*d,                         # torn fraction of the ACL's length (times 0.75 to 1.25 per exam)
-                acl_radius=0.032*(1.9 - 1.2*d),               # radius of the torn part (the intact band's: 0.032)
+                contrast=min(1., 1.3 - d),                    # how far lesion signal goes from the healthy tissue's to its own
+                acl_gap=1.0 - 0.8*d,                          # torn fraction of the ACL's length (times 0.75 to 1.25 per exam)
+                acl_radius=0.032*(2.0 - 1.0*d),               # radius of the torn part (the intact band's: 0.032)
                 meniscal_thickness=0.008 + 0.08*(1 - d)**1.3, # thickness of the cleft (the horn is 0.075 high)
                 meniscal_arc=1.8 - 1.4*d,                     # factor on the cleft's arc along the meniscus (55 to 105 degrees)
-                meniscal_cyst=0.15*max(0., 0.8 - d)**1.3)       # radius of the parameniscal cyst at the cleft's outer end (0: none)
+                meniscal_cyst=0.2*max(0., 0.9 - d)**1.2)        # radius of the parameniscal cyst at the cleft's outer end (0: none)
 
 # %% ../nbs/03_synthetic.ipynb #16a63193
 def _rotation(ax, ay, az):
