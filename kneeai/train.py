@@ -8,6 +8,7 @@ Docs: https://kneeai.github.io/kneeai/train.html.md"""
 # %% ../nbs/09_train.ipynb #68092026
 from __future__ import annotations
 import json, time
+from importlib import import_module
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
@@ -22,9 +23,10 @@ from .models import TripleMRNet, mrnet_splitter
 from .metrics import auc_metrics, youden_threshold, mrnet_report, report_markdown, format_report, plot_roc
 
 # %% auto #0
-__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'pos_weight', 'CSVLog', 'SaveBestModel', 'mrnet_learner', 'tune_thresholds',
-           'save_model', 'model_from_config', 'load_model', 'predict_probs', 'predict_exams', 'predict_split',
-           'exam_features', 'fit_head_cached', 'train_mrnet', 'mrnet_demo']
+__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'MODEL_KINDS', 'pos_weight', 'CSVLog', 'SaveBestModel', 'cpu_bf16_native',
+           'CPUMixedPrecision', 'mrnet_learner', 'tune_thresholds', 'save_model', 'register_model_kind',
+           'model_from_config', 'load_model', 'predict_probs', 'predict_exams', 'predict_split', 'exam_features',
+           'fit_head_cached', 'train_mrnet', 'mrnet_demo']
 
 # %% ../nbs/09_train.ipynb #32ee93ee
 def pos_weight(dls:DataLoaders # From `mrnet_dls`: its training items hold the task columns
@@ -41,7 +43,6 @@ def pos_weight(dls:DataLoaders # From `mrnet_dls`: its training items hold the t
 class CSVLog(CSVLogger):
     "fastai's `CSVLogger` that can be pickled after training, so that `learn.export()` still works"
     def __getstate__(self): return {k: v for k,v in self.__dict__.items() if k != 'file'}
-    def __setstate__(self, d): self.__dict__.update(d)
 
 class SaveBestModel(SaveModelCallback):
     "fastai's `SaveModelCallback` that keeps the last weights (with a warning) when the monitor never gave a number"
@@ -49,13 +50,30 @@ class SaveBestModel(SaveModelCallback):
         if (self.path/self.model_dir/f'{self.fname}.pth').exists(): return super().after_fit(**kwargs)
         warn(f'{self.monitor} was never a number (a tuning split with one class per task?): keeping the last weights')
 
+def cpu_bf16_native() -> bool:
+    "Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so that bfloat16 autocast is faster"
+    try: return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError: return False
+
+class CPUMixedPrecision(Callback):
+    "bfloat16 autocast of the forward pass and the loss on the CPU (bfloat16 needs no loss scaling)"
+    order = MixedPrecision.order
+    def before_batch(self): self.ctx = torch.autocast('cpu', dtype=torch.bfloat16); self.ctx.__enter__()
+    def after_pred(self): self.learn.pred = to_float(self.pred)
+    def _exit(self):
+        if getattr(self, 'ctx', None) is not None: self.ctx.__exit__(None, None, None); self.ctx = None
+    def after_loss(self): self._exit()
+    def after_batch(self): self._exit()  # batches without targets (`get_preds` on unlabelled data) have no loss
+    def after_cancel_batch(self): self._exit()
+
 def _amp_callback(device:torch.device, mixed_precision):
-    "A `MixedPrecision` callback for CUDA (`'auto'`), or None on the CPU or when turned off"
+    "Mixed precision: fastai's `MixedPrecision` on CUDA, `CPUMixedPrecision` on a CPU with native bfloat16, or None"
     if mixed_precision is False or mixed_precision is None: return None
-    if device.type != 'cuda':
-        if mixed_precision == 'auto': return None
-        raise KneeaiError(str(device), 'mixed precision needs a CUDA GPU', hint="use mixed_precision='auto' or False")
-    return MixedPrecision(amp_mode=AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16)
+    if device.type == 'cuda': return MixedPrecision(amp_mode=AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16)
+    if device.type == 'cpu' and cpu_bf16_native(): return CPUMixedPrecision()
+    if mixed_precision == 'auto': return None
+    raise KneeaiError(str(device), 'mixed precision needs a CUDA GPU or a CPU with native bfloat16 (AVX512-BF16 or AMX)',
+                      hint="use mixed_precision='auto' or False")
 
 def mrnet_learner(dls:DataLoaders, # From `mrnet_dls`
                   arch:str='alexnet', # Backbone, see `kneeai.models.create_backbone`
@@ -67,7 +85,7 @@ def mrnet_learner(dls:DataLoaders, # From `mrnet_dls`
                   fname:str='best', # Name of the best weights under `path/models/`
                   csv_log:bool=True, # Log each epoch to `path/history.csv`
                   tensorboard:bool=False, # Also log to TensorBoard (needs the `tensorboard` package)
-                  mixed_precision='auto', # 'auto': on CUDA GPUs; False: never
+                  mixed_precision='auto', # 'auto': on CUDA GPUs and CPUs with native bfloat16; False: never
                   path=None, # Folder for logs and checkpoints (default: the data folder)
                   cbs=None, # More callbacks
                   **kwargs, # Passed to `Learner` (e.g. `wd`, `opt_func`)
@@ -109,7 +127,7 @@ def tune_thresholds(learn:Learner, # Trained on `mrnet_dls`
 # %% ../nbs/09_train.ipynb #18208ae3
 CONFIG_NAME,WEIGHTS_NAME = 'config.json','model.safetensors'
 
-def save_model(learn:Learner, # A trained learner from `mrnet_learner`
+def save_model(learn:Learner, # A trained learner with a `model_config` (from `mrnet_learner`, `radiograph_learner`)
                path, # Folder to write `model.safetensors` and `config.json` to
                **extra, # More JSON-serialisable entries for the config (e.g. the report's figures)
               ) -> Path:
@@ -124,14 +142,28 @@ def save_model(learn:Learner, # A trained learner from `mrnet_learner`
     return path
 
 # %% ../nbs/09_train.ipynb #96ec3bb2
+MODEL_KINDS = {} # kind -> function building an untrained model from the rest of a config's `model` entry
+_KIND_MODULES = {'RadiographNet': 'kneeai.radiographs'} # kinds whose module registers them when imported
+
+def register_model_kind(kind:str, # The `kind` written in `config.json` (e.g. a class name)
+                        build, # Called with the other entries of the config's `model` dict; returns an untrained model
+                       ):
+    "Teach `model_from_config` (and so `load_model`) to build models of `kind`"
+    MODEL_KINDS[kind] = build
+    return build
+
+def _triple_mrnet(planes=PLANES, **cfg): return TripleMRNet(planes=planes, pretrained=False, **cfg)
+register_model_kind('TripleMRNet', _triple_mrnet)
+
 def model_from_config(cfg:dict # The `model` entry of a `config.json`
                      ) -> nn.Module:
     "An untrained model built as `cfg` says (no weights are downloaded)"
     cfg = dict(cfg)
     kind = cfg.pop('kind', None)
-    if kind != 'TripleMRNet': raise ModelError(kind, 'not a model kind kneeai can build', hint='the config was written by a newer kneeai?')
-    cfg.setdefault('planes', PLANES)
-    return TripleMRNet(pretrained=False, **cfg)
+    if kind not in MODEL_KINDS and kind in _KIND_MODULES: import_module(_KIND_MODULES[kind])
+    if kind not in MODEL_KINDS: raise ModelError(kind, 'not a model kind kneeai can build', hint='the config was written by a newer kneeai?')
+    try: return MODEL_KINDS[kind](**cfg)
+    except TypeError as e: raise ModelError(kind, f'the config does not fit this model kind ({e})') from None
 
 def load_model(path, # A folder from `save_model` (or a fastai `export.pkl` with `trust_pickle=True`)
                device=None, # Where to put the model (default: the best available)
@@ -177,7 +209,7 @@ def predict_probs(model:nn.Module, # From `load_model`
     return pd.DataFrame(probs, index=pd.Index(list(ids), name='id'), columns=cfg['data']['tasks'])
 
 # %% ../nbs/09_train.ipynb #a069699b
-def _data_kwargs(cfg): return {k: cfg['data'][k] for k in ('planes', 'size', 'mean', 'std')}
+def _data_kwargs(data_cfg:dict): return {k: data_cfg[k] for k in ('planes', 'size', 'mean', 'std')}
 
 def predict_exams(model_dir, # A folder from `save_model`
                   exams, # Exam folders, each holding `<plane>.npy` for the model's planes
@@ -190,7 +222,7 @@ def predict_exams(model_dir, # A folder from `save_model`
         try: exams_df([e], cfg['data']['planes'])
         except KneeaiError as err: errors[e.name] = str(err)
     good = [e for e in exams if e.name not in errors]
-    res = (predict_probs(model, cfg, exams_dl(good, bs=bs, device=next(model.parameters()).device, **_data_kwargs(cfg)), ids=[e.name for e in good])
+    res = (predict_probs(model, cfg, exams_dl(good, bs=bs, device=next(model.parameters()).device, **_data_kwargs(cfg['data'])), ids=[e.name for e in good])
            if good else pd.DataFrame(columns=cfg['data']['tasks']))
     res = res.reindex([e.name for e in exams])
     res.index.name = 'id'
@@ -203,7 +235,7 @@ def predict_split(model_dir, # A folder from `save_model`
                   device=None, bs:int=4) -> pd.DataFrame:
     "Per-task probabilities of every exam of an MRNet split, indexed by exam id"
     model,cfg = load_model(model_dir, device)
-    dl = mrnet_test_dl(data, split, tasks=None, bs=bs, device=next(model.parameters()).device, **_data_kwargs(cfg))
+    dl = mrnet_test_dl(data, split, tasks=None, bs=bs, device=next(model.parameters()).device, **_data_kwargs(cfg['data']))
     return predict_probs(model, cfg, dl)
 
 # %% ../nbs/09_train.ipynb #4c3b0522
@@ -260,7 +292,7 @@ def train_mrnet(data, # An MRNet folder
     res = dict(train_seconds=round(time.perf_counter() - t0, 1), n_train=len(dls.train_ds), n_tune=len(dls.valid_ds))
     tune_thresholds(learn)
     if test_split:
-        tdl = mrnet_test_dl(data, test_split, tasks, bs=bs, device=dls.device, **{k: dls.data_config[k] for k in ('planes', 'size', 'mean', 'std')})
+        tdl = mrnet_test_dl(data, test_split, tasks, bs=bs, device=dls.device, **_data_kwargs(dls.data_config))
         probs,targs = learn.get_preds(dl=tdl)
         rep = mrnet_report(targs.numpy(), probs.numpy(), dls.data_config['tasks'], thresholds=learn.thresholds, n_boot=n_boot, seed=seed)
         rep.to_csv(out/'report.csv')
