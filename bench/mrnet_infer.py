@@ -74,7 +74,7 @@ def main():
     for name,(in_chans,cl_in,cl_w) in VARIANTS.items():
         torch.manual_seed(0)
         m = TripleMRNet('alexnet', in_chans=in_chans).to(dev).eval()
-        for p in m.planes: m.encoder_for(p).infer_channels_last = cl_in
+        for p in m.planes: m.encoder_for(p).cpu_channels_last = cl_in
         models[name] = m.to(memory_format=torch.channels_last) if cl_w else m
         flops[name],best[name] = flops_of(models[name], exams, dev),float('inf')
     mm = 0.

@@ -4,10 +4,12 @@ Both train the same three-plane `TripleMRNet` (same architecture, same initial w
 synthetic MRNet-format exams, and the script prints training exams per second for each and their ratio.
 
 - kneeai: `mrnet_dls` (several exams per batch, padded to the longest, slices packed through the backbone) with
-  kornia augmentation of the whole batch on the model's device, trained by a fastai `Learner` (`mrnet_learner`).
+  kornia augmentation of the whole batch on the model's device, trained by a fastai `Learner` (`mrnet_learner`) with
+  its defaults: channels-last slices on the CPU and mixed precision where the device has it (CUDA; bfloat16
+  autocast on CPUs with native bfloat16). Also timed with mixed precision off, to show what each part gives.
 - reference style (Bien et al.'s MRNet code and its re-implementations): a torch `DataLoader` with `batch_size=1`
   whose workers load one exam and augment it there (random rotation, shift and flip per exam, as those
-  implementations do with torchvision), then one optimiser step per exam, one plane after the other.
+  implementations do with torchvision), then one optimiser step per exam, in float32 and the default memory layout.
 
 Only the training epochs are timed (data loading and augmentation included; validation excluded).
 Usage: `python bench/mrnet_train.py [--n 32 --size 128 --arch alexnet --bs 8 --workers 2 --device cpu]`.
@@ -77,23 +79,32 @@ def main():
     if not a.data: synth_mrnet(data, n_train=a.n, n_valid=2, size=a.size, seed=0, progress=False)
     set_seed(0)
     dls = mrnet_dls(data, bs=a.bs, valid_ids=[mrnet_df(data).id.iloc[0]], size=a.size, device=dev, num_workers=0 if dev.type == 'cpu' else a.workers)
-    learn = mrnet_learner(dls, arch=a.arch, path=tempfile.mkdtemp(), csv_log=False, cbs=TrainTimer())
-    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, SaveModelCallback)])  # one held-out exam: nothing to select
-    init = {k: v.clone() for k,v in learn.model.state_dict().items()}
     n = len(dls.train_ds)
-    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-4)   # warm-up epoch (allocations, kernel choice)
-    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-4)
-    t_kneeai = learn.train_timer.times[-1]
     n_kneeai = n - n % a.bs if dls.train.drop_last else n   # fastai drops the last partial training batch
+    def kneeai_epoch(mixed_precision, init=None):
+        "Seconds of kneeai's second training epoch (the first warms up allocations and kernel choice)"
+        set_seed(0)
+        learn = mrnet_learner(dls, arch=a.arch, path=tempfile.mkdtemp(), csv_log=False, cbs=TrainTimer(), mixed_precision=mixed_precision)
+        learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, SaveModelCallback)])  # one held-out exam: nothing to select
+        if init is not None: learn.model.load_state_dict(init)
+        init = {k: v.clone() for k,v in learn.model.state_dict().items()}
+        amp = any(type(cb).__name__ in ('MixedPrecision', 'CPUMixedPrecision') for cb in learn.cbs)
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-4)
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-4)
+        return learn.train_timer.times[-1], amp, learn, init
+    t_kneeai,amp,learn,init = kneeai_epoch('auto')
+    t_fp32,*_ = kneeai_epoch(False, init)
     learn.model.load_state_dict(init)
+    for p in learn.model.planes: learn.model.encoder_for(p).cpu_channels_last = False  # the reference's layout
     df = dls.train.items
     pw = torch.tensor(((len(df) - df[list(MRNET_TASKS)].sum()) / df[list(MRNET_TASKS)].sum()).to_numpy(dtype=np.float32), device=dev)
     reference_epoch(learn.model, df.iloc[:4], a.size, a.workers, dev, pw)  # warm-up
     t_ref = reference_epoch(learn.model, df, a.size, a.workers, dev, pw)
-    k,r = n_kneeai/t_kneeai, len(df)/t_ref
+    k,k32,r = n_kneeai/t_kneeai, n_kneeai/t_fp32, len(df)/t_ref
     print(f'{a.arch}, {a.size} px, {len(df)} training exams, device {dev}')
-    print(f'kneeai batched (bs={a.bs}, kornia augmentation on the batch): {k:.2f} exams/s')
+    print(f'kneeai batched (bs={a.bs}, kornia augmentation on the batch), defaults (mixed precision {"on" if amp else "off"}): {k:.2f} exams/s')
+    print(f'kneeai batched, float32 (mixed_precision=False): {k32:.2f} exams/s')
     print(f'reference style (bs=1, per-exam augmentation in {a.workers} loader workers): {r:.2f} exams/s')
-    print(f'ratio kneeai / reference: {k/r:.2f}x')
+    print(f'ratio kneeai / reference: {k/r:.2f}x (float32 only: {k32/r:.2f}x)')
 
 if __name__ == '__main__': main()
