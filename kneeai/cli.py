@@ -222,8 +222,49 @@ def _add_models(sub):
     d.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
     d.set_defaults(func=_demo)
 
+# %% ../nbs/13_cli.ipynb #b9716ac3
+class _PassThrough(argparse.ArgumentParser):
+    "A parser that keeps the options it does not know (Streamlit's own) in `streamlit_args` instead of failing on them"
+    def parse_known_args(self, args=None, namespace=None):
+        ns,rest = super().parse_known_args(args, namespace)
+        ns.streamlit_args = [*(getattr(ns, 'streamlit_args', None) or []), *rest]
+        return ns, []
+
+def _app_command(args) -> list:
+    "The `streamlit run` command line that `kneeai app` runs"
+    import math
+    st_args = list(args.streamlit_args)
+    if not any(a.split('=')[0] == '--server.maxUploadSize' for a in st_args):
+        st_args += ['--server.maxUploadSize', str(max(1, math.ceil(args.max_upload_mb)))]
+    ours = [*(['--model', str(Path(args.model).expanduser().resolve())] if args.model else []),
+            *(['--trust-pickle'] if args.trust_pickle else []), '--max-upload-mb', f'{args.max_upload_mb:g}']
+    return [sys.executable, '-m', 'streamlit', 'run', str(Path(kneeai.__file__).parent/'app.py'), *st_args, '--', *ours]
+
+def _app(args):
+    import importlib.util, os, subprocess
+    from kneeai.core import KneeaiError, ModelError
+    if importlib.util.find_spec('streamlit') is None:
+        raise KneeaiError('streamlit', 'the web app needs Streamlit, which is not installed', hint='pip install "kneeai[app]"')
+    if args.model is not None and not Path(args.model).expanduser().exists():
+        raise ModelError(args.model, 'no such model folder', hint='train one with `kneeai train` or `kneeai demo`')
+    env = dict(os.environ)
+    env.setdefault('STREAMLIT_BROWSER_GATHER_USAGE_STATS', 'false')
+    try: rc = subprocess.call(_app_command(args), env=env)
+    except KeyboardInterrupt: rc = 0
+    if rc: raise SystemExit(rc)
+
+def _add_app(sub):
+    p = sub.add_parser('app', help='the web app: upload an exam or radiographs, see probabilities and GradCAM',
+                       description='Start the kneeai web app (Streamlit) on a model. Options kneeai does not know '
+                                   '(e.g. --server.port 8502 --server.headless true) are passed to `streamlit run`.')
+    p.__class__ = _PassThrough  # subparsers are made by the parent's parser class; this one keeps unknown options
+    p.add_argument('--model', type=Path, default=None, help='model folder (model.safetensors + config.json); default: the demo model')
+    p.add_argument('--trust-pickle', action='store_true', help='allow a pickled fastai model (export.pkl): only one you made or trust')
+    p.add_argument('--max-upload-mb', type=float, default=200, help='largest upload, in MB (default: 200)')
+    p.set_defaults(func=_app, streamlit_args=[])
+
 # %% ../nbs/13_cli.ipynb #e5ed01ce
-_SUBCOMMANDS = [_add_version, _add_synth, _add_dicom, _add_preprocess, _add_models]
+_SUBCOMMANDS = [_add_version, _add_synth, _add_dicom, _add_preprocess, _add_models, _add_app]
 
 def kneeai_parser() -> argparse.ArgumentParser:
     "The argument parser of the `kneeai` command, with every subcommand"

@@ -1,0 +1,116 @@
+"""The web app driven by Streamlit's `AppTest` (no browser): upload an exam, check the probabilities shown against
+`kneeai.train.predict_exams`, and that bad uploads, missing or pickled models give a message in the page."""
+import io, shutil, sys, zipfile
+from pathlib import Path
+import numpy as np, pandas as pd, pytest
+
+st_testing = pytest.importorskip('streamlit.testing.v1', reason='the app tests need Streamlit: pip install "kneeai[app]"')
+from streamlit.testing.v1 import AppTest
+import kneeai.app
+from kneeai.core import PLANES, MRNET_TASKS
+from kneeai.train import predict_exams
+
+APP = kneeai.app.__file__
+THRESHOLDS = {'abnormal': .4, 'acl': .5, 'meniscus': .6}
+
+def make_model_and_exam(tmp:Path):
+    "An untrained `TripleMRNet` (small CNN, 32 px) saved as `kneeai train` saves one, and one exam folder; a few seconds"
+    from kneeai.synthetic import synth_mrnet
+    from kneeai.volumes import mrnet_dls
+    from kneeai.train import mrnet_learner, save_model
+    data = synth_mrnet(tmp/'mrnet', n_train=12, n_valid=2, size=32, seed=0, progress=False)
+    learn = mrnet_learner(mrnet_dls(data, bs=4, size=32, num_workers=0, seed=0, device='cpu'), 'small_cnn', in_chans=1,
+                          csv_log=False, path=tmp)
+    learn.thresholds = dict(THRESHOLDS)
+    model = save_model(learn, tmp/'model')
+    exam = tmp/'exam'
+    exam.mkdir()
+    for p in PLANES: shutil.copy(data/'valid'/p/'0013.npy', exam/f'{p}.npy')
+    return model, exam
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    return make_model_and_exam(tmp_path_factory.mktemp('app'))
+
+def exam_files(exam):
+    return [(f'{p}.npy', (exam/f'{p}.npy').read_bytes(), 'application/octet-stream') for p in PLANES]
+
+def start(monkeypatch, *argv, home=None):
+    "Run the app's script once with `argv` as its own options (what `streamlit run app.py -- ...` passes)"
+    monkeypatch.setattr(sys, 'argv', ['app.py', *map(str, argv)])
+    if home is not None: monkeypatch.setenv('KNEEAI_HOME', str(home))
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    assert not at.exception, at.exception
+    return at
+
+def shown_probs(at) -> pd.DataFrame:
+    "The probabilities table of the page (main area) as numbers, indexed by task"
+    t = at.main.table[0].value.reset_index()
+    return t.set_index('task')[['probability', 'threshold', 'call']].astype({'probability': float, 'threshold': float})
+
+def errors(at): return [e.value for e in at.error]
+
+def test_upload_shows_the_probabilities_of_predict_exams(tiny, monkeypatch):
+    model,exam = tiny
+    at = start(monkeypatch, '--model', model)
+    assert errors(at) == [] and len(at.file_uploader) == 1
+    at.file_uploader[0].set_value(exam_files(exam)).run()
+    assert not at.exception and errors(at) == []
+    shown = shown_probs(at)
+    ref = predict_exams(model, [exam])
+    assert list(shown.index) == list(MRNET_TASKS)
+    for t in MRNET_TASKS:
+        assert abs(shown.loc[t, 'probability'] - ref.loc['exam', t]) <= 5e-5 + 1e-6  # shown with 4 decimals
+        assert shown.loc[t, 'threshold'] == pytest.approx(THRESHOLDS[t])
+        assert shown.loc[t, 'call'] == ('positive' if ref.loc['exam', t] >= THRESHOLDS[t] else 'negative')
+    assert [b.label for b in at.get('download_button')] == ['Download JSON', 'Download CSV']
+
+def test_zip_upload_gives_the_same_probabilities(tiny, monkeypatch):
+    model,exam = tiny
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, 'w') as z:
+        for p in PLANES: z.write(exam/f'{p}.npy', f'{p}/0013.npy')  # MRNet's own layout
+    at = start(monkeypatch, '--model', model)
+    at.file_uploader[0].set_value(('0013.zip', b.getvalue(), 'application/zip')).run()
+    ref = predict_exams(model, [exam])
+    assert errors(at) == []
+    np.testing.assert_allclose(shown_probs(at).probability, ref.loc['exam', list(MRNET_TASKS)].astype(float), atol=5e-5 + 1e-6)
+
+def test_bad_upload_is_a_message_and_the_app_goes_on(tiny, monkeypatch):
+    model,exam = tiny
+    at = start(monkeypatch, '--model', model)
+    at.file_uploader[0].set_value(('labels.csv', b'0001,1\n', 'text/csv')).run()
+    assert not at.exception
+    assert len(errors(at)) == 1 and errors(at)[0].startswith('labels.csv: not a file kneeai can read')
+    pickled = io.BytesIO(); np.save(pickled, np.array([{'x': 1}], dtype=object), allow_pickle=True)
+    at.file_uploader[0].set_value([('sagittal.npy', pickled.getvalue(), 'application/octet-stream'), *exam_files(exam)[1:]]).run()
+    assert 'holds pickled Python objects' in errors(at)[0]
+    at.file_uploader[0].set_value(exam_files(exam)).run()
+    assert errors(at) == [] and list(shown_probs(at).index) == list(MRNET_TASKS)
+
+def test_upload_limit(tiny, monkeypatch):
+    model,exam = tiny
+    at = start(monkeypatch, '--model', model, '--max-upload-mb', '0.01')
+    at.file_uploader[0].set_value(exam_files(exam)).run()
+    assert 'more than the limit of 0.01 MB' in errors(at)[0]
+    assert not at.main.table
+
+def test_pickled_model_is_refused_without_trust(tmp_path, monkeypatch):
+    (tmp_path/'export.pkl').write_bytes(b'never unpickled')
+    at = start(monkeypatch, '--model', tmp_path)
+    assert 'can run arbitrary code when loaded' in errors(at)[0] and '--trust-pickle' in errors(at)[0]
+    assert not at.file_uploader
+
+def test_without_model_says_how_to_make_one(tmp_path, monkeypatch):
+    at = start(monkeypatch, home=tmp_path)
+    assert 'kneeai demo' in errors(at)[0] and not at.file_uploader
+
+def test_without_model_offers_the_demo_model(tiny, tmp_path, monkeypatch):
+    model,exam = tiny
+    shutil.copytree(model, tmp_path/'demo'/'model')
+    at = start(monkeypatch, home=tmp_path)
+    assert 'kneeai demo' in at.info[0].value and not at.file_uploader
+    at.button(key='use_demo').click().run()
+    assert not at.exception and len(at.file_uploader) == 1
+    at.file_uploader[0].set_value(exam_files(exam)).run()
+    assert list(shown_probs(at).index) == list(MRNET_TASKS)
