@@ -5,9 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,gpl
+EXTRAS ?= dev,gpl,app
 
-.PHONY: install test nbtest pytest check-sync demo export readme docs clean distclean
+.PHONY: install test e2e-deps nbtest pytest check-sync demo export readme docs clean distclean
 
 ## install: a virtual environment in .venv with kneeai editable; re-installs only when its inputs change
 install: $(STAMP)
@@ -21,7 +21,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 ## test: every test: the notebooks, pytest, and notebooks/modules in step
 test: install
-	$(MAKE) --no-print-directory nbtest pytest check-sync
+	$(MAKE) --no-print-directory e2e-deps nbtest pytest check-sync
+
+## e2e-deps: Debian's chromium and chromedriver for the web app's end-to-end test (never a downloaded browser build)
+e2e-deps:
+	@if [ -n "$${KNEEAI_SKIP_E2E:-}" ] || { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "tests/test_app_e2e.py needs /usr/bin/chromium and /usr/bin/chromedriver: install Debian's chromium and chromium-driver (as root: make e2e-deps), or set KNEEAI_SKIP_E2E=1"; exit 1; fi
 
 nbtest:
 	$(BIN)/nbdev-test --n-workers 2 --timing
