@@ -18,8 +18,9 @@ from .train import load_model, predict_probs, CONFIG_NAME
 
 # %% auto #0
 __all__ = ['MAX_UPLOAD_MB', 'EXAM_KINDS', 'IMAGE_KINDS', 'upload_items', 'file_kind', 'check_upload_size', 'split_uploads',
-           'read_exam', 'load_app_model', 'exam_probs', 'result_table', 'result_json', 'result_csv', 'app_parser',
-           'app_args', 'demo_model_dir', 'model_choice', 'page']
+           'read_exam', 'load_app_model', 'exam_probs', 'result_table', 'result_json', 'result_csv', 'top_slices',
+           'slice_view', 'read_images', 'class_names', 'image_probs', 'dicom_table', 'app_parser', 'app_args',
+           'demo_model_dir', 'model_choice', 'page']
 
 # %% ../nbs/14_app.ipynb #34de3d15
 MAX_UPLOAD_MB = 200  # Default limit of one upload (all files together, zips unpacked), as Streamlit's own default
@@ -157,15 +158,19 @@ def exam_probs(model, # From `load_app_model`
 # %% ../nbs/14_app.ipynb #3ec48049
 def result_table(probs:pd.DataFrame, # Probabilities: one row per exam or image (indexed by name), one column per task
                  thresholds:dict|None=None, # The model's per-task decision thresholds
+                 single_label:bool=False, # The columns are exclusive classes (a radiograph grade): the most probable is the call
                 ) -> pd.DataFrame:
-    "One row per input and task: probability, threshold (0.5 where the model has none) and the call it leads to"
+    "One row per input and task (or class): probability, threshold (0.5 where the model has none) and the call it leads to"
     rows = []
     for name,r in probs.iterrows():
+        best = r.astype(float).idxmax() if single_label else None
         for task,p in r.items():
-            thr = (thresholds or {}).get(task)
-            src,thr = ('model', float(thr)) if thr is not None else ('default', .5)
-            rows.append(dict(input=str(name), task=task, probability=float(p), threshold=thr, threshold_source=src,
-                             call='positive' if p >= thr else 'negative'))
+            if single_label: thr,src,call = np.nan,'most probable class',('most probable' if task == best else '')
+            else:
+                thr = (thresholds or {}).get(task)
+                src,thr = ('model', float(thr)) if thr is not None else ('default', .5)
+                call = 'positive' if p >= thr else 'negative'
+            rows.append(dict(input=str(name), task=str(task), probability=float(p), threshold=thr, threshold_source=src, call=call))
     return pd.DataFrame(rows, columns=['input', 'task', 'probability', 'threshold', 'threshold_source', 'call'])
 
 def result_json(table:pd.DataFrame, # From `result_table`
@@ -178,7 +183,77 @@ def result_csv(table:pd.DataFrame) -> str:
     "The result as CSV, one line per input and task"
     return table.to_csv(index=False, float_format='%.6f')
 
-# %% ../nbs/14_app.ipynb #6f24f9f4
+# %% ../nbs/14_app.ipynb #41fd6b04
+def top_slices(ranking, # Slice indices, most important first (`exam_cams(...)['planes'][plane]['ranking']`)
+               k:int=3) -> list:
+    "The `k` most important slices, as plain ints"
+    return [int(i) for i in list(ranking)[:k]]
+
+def slice_view(volume:np.ndarray, # `(S, H, W)`
+               cam:np.ndarray, # Its maps `(S, H, W)` in [0, 1]
+               i:int, # The slice
+               alpha:float=.4, # Weight of the heatmap
+              ) -> np.ndarray:
+    "Slice `i` with its heatmap blended over it: `uint8` RGB `(H, W, 3)`"
+    from kneeai.interpret import overlay
+    return overlay(volume[i], cam[i], alpha)
+
+# %% ../nbs/14_app.ipynb #3bef30bb
+_SUFFIX = {'dicom': '.dcm', 'png': '.png', 'jpeg': '.jpg'}
+
+def read_images(files, # DICOM, PNG or JPEG files (see `upload_items`)
+                cfg:dict, # The radiograph model's config
+                max_mb:float=MAX_UPLOAD_MB, # Limit of what the files hold together, in MiB
+               ) -> dict: # name -> the model's input `(C, H, W)`
+    "Uploaded radiographs prepared for the model as `kneeai.radiographs.predict_images` prepares files"
+    from kneeai.radiographs import load_radiograph
+    files = upload_items(files)
+    check_upload_size(files, max_mb)
+    res = {}
+    with tempfile.TemporaryDirectory() as d:
+        for i,(name,data) in enumerate(files):
+            kind = file_kind(data)
+            if kind not in IMAGE_KINDS: raise DataError(name, 'not a DICOM, PNG or JPEG file', hint=_ANY_HINT)
+            if name in res: raise DataError(name, 'uploaded twice')
+            (fn := Path(d)/f'{i}{_SUFFIX[kind]}').write_bytes(data)
+            try: res[name] = load_radiograph(fn, **cfg['data'])
+            except KneeaiError as e: raise type(e)(name, e.reason, e.hint) from None
+            except Exception as e: raise DataError(name, f'cannot be read as a radiograph ({type(e).__name__}: {e})') from None
+    return res
+
+def class_names(cfg:dict) -> list:
+    "Readable names of a radiograph model's outputs (e.g. 'KL2 minimal'), else the classes as strings"
+    from kneeai.radiographs import RADIOGRAPH_TASKS
+    d = cfg['data']
+    names = (RADIOGRAPH_TASKS.get(d.get('task')) or {}).get('names')
+    return list(names) if names and len(names) == len(d['classes']) else [str(c) for c in d['classes']]
+
+def image_probs(model, # A `RadiographNet`, from `load_app_model`
+                cfg:dict, # Its config
+                xs:dict, # name -> input, from `read_images`
+                bs:int=16, # Images per forward pass
+               ) -> pd.DataFrame: # One row per image, one column per class (named as `predict_images` names them)
+    "Probabilities per class (or label) of prepared radiographs"
+    from kneeai.radiographs import class_probs
+    dev,names,out = next(model.parameters()).device,list(xs),[]
+    with torch.inference_mode():
+        for i in range(0, len(names), bs):
+            x = torch.stack([xs[n] for n in names[i:i+bs]]).as_subclass(torch.Tensor).to(dev)
+            out.append(class_probs(model(x), cfg).float().cpu())
+    return pd.DataFrame(torch.cat(out).numpy(), index=pd.Index(names, name='input'), columns=[str(c) for c in cfg['data']['classes']])
+
+# %% ../nbs/14_app.ipynb #12b58c84
+def dicom_table(name:str, # The uploaded file's name, for errors
+                data:bytes, # Its content
+                phi:bool=False, # Keep the identifying attributes
+               ) -> pd.DataFrame:
+    "The top-level tags of an uploaded DICOM file, keyword -> value, identifying ones left out unless `phi`"
+    from kneeai.dicom import dicom_tags
+    try: tags = dicom_tags(data, phi=phi)
+    except DicomError as e: raise DicomError(name, e.reason, e.hint) from None
+    return pd.DataFrame({'value': [str(v) for v in tags.values()]}, index=pd.Index(list(tags), name='tag'))
+
+# %% ../nbs/14_app.ipynb #56d0c361
 def app_parser() -> argparse.ArgumentParser:
     "The app's own options (those after `--` in `streamlit run kneeai/app.py -- ...`)"
     p = argparse.ArgumentParser(prog='kneeai app', description='The kneeai web app.')
@@ -205,25 +280,21 @@ def model_choice(args:argparse.Namespace # From `app_args`
     demo = demo_model_dir()
     return (demo, 'demo') if (demo/CONFIG_NAME).exists() else (None, 'none')
 
-# %% ../nbs/14_app.ipynb #aba737fb
+# %% ../nbs/14_app.ipynb #1056b8cd
 def _cached_load(path:str, trust_pickle:bool): return load_app_model(path, trust_pickle=trust_pickle)
 
 def _digest(files) -> str:
+    "A key for one upload: names and contents"
     h = hashlib.sha256()
     for n,d in files: h.update(n.encode()); h.update(len(d).to_bytes(8, 'little')); h.update(hashlib.sha256(d).digest())
     return h.hexdigest()[:16]
 
-def _model_summary(st, path, cfg, how):
-    m,d = cfg.get('model') or {},cfg['data']
-    st.sidebar.markdown(f"**Model** ({'the demo model, trained on synthetic exams' if how == 'demo' else 'given'})  \n`{path}`")
-    st.sidebar.markdown(f"{m.get('kind', '?')} · {m.get('arch', '?')} · planes: {', '.join(d['planes'])} · slices resized to "
-                        f"{d.get('size') or 'as stored'}")
-    thr = cfg.get('thresholds') or {}
-    st.sidebar.table(pd.DataFrame({'threshold': [thr.get(t, .5) for t in d['tasks']],
-                                   'from': ['model' if t in thr else 'default' for t in d['tasks']]}, index=list(d['tasks'])))
+def _kind(cfg) -> str:
+    "'TripleMRNet' or 'RadiographNet' (a trusted pickle may have no `model` entry: told by its data config)"
+    return (cfg.get('model') or {}).get('kind') or ('TripleMRNet' if 'planes' in cfg['data'] else 'RadiographNet')
 
 def _choose_model(st, args):
-    "The model folder to load, or None after saying in the page why there is none"
+    "The model folder to load and how it was chosen; None after saying in the page why there is none"
     path,how = model_choice(args)
     if how == 'demo' and not st.session_state.get('kneeai_use_demo'):
         st.info(f'No model was given (`--model DIR`). `kneeai demo` made one at `{path}`: it was trained on synthetic '
@@ -235,30 +306,105 @@ def _choose_model(st, args):
                  '`kneeai demo` to train a demo model on synthetic data and reload this page.')
     return path, how
 
-# %% ../nbs/14_app.ipynb #4815b24e
-def _show_table(st, table):
-    shown = table.assign(probability=table.probability.map('{:.4f}'.format), threshold=table.threshold.map('{:.3f}'.format))
-    st.table(shown.set_index(['input', 'task']))
+def _sidebar(st, path, cfg, how) -> dict:
+    "The model's description and the display options"
+    sb,m,d = st.sidebar,cfg.get('model') or {},cfg['data']
+    sb.markdown(f"**Model** ({'the demo model, trained on synthetic exams' if how == 'demo' else 'as given'})  \n`{path}`")
+    if _kind(cfg) == 'TripleMRNet':
+        sb.markdown(f"TripleMRNet · {m.get('arch', '?')} · planes: {', '.join(d['planes'])} · slices at {d.get('size') or 'their stored size'}")
+        thr = cfg.get('thresholds') or {}
+        sb.table(pd.DataFrame({'threshold': [f"{thr.get(t, .5):.3f}" for t in d['tasks']],
+                               'from': ['model' if t in thr else 'default' for t in d['tasks']]}, index=pd.Index(d['tasks'], name='task')))
+    else: sb.markdown(f"RadiographNet · {m.get('arch', '?')} · task: {d.get('task')} · classes: {', '.join(class_names(cfg))} · {d.get('size')} px")
+    sb.markdown('**Display**')
+    method = sb.radio('Heatmap', ('gradcam', 'gradcampp'), format_func={'gradcam': 'GradCAM', 'gradcampp': 'GradCAM++'}.get, horizontal=True, key='cam_method')
+    alpha = sb.slider('Heatmap opacity', 0., 1., .4, .05, key='cam_alpha')
+    phi = sb.checkbox('Show identifying DICOM tags (names, IDs, dates, …)', key='phi')
+    return dict(method=method, alpha=alpha, phi=phi)
 
-def _downloads(st, table, info, key):
-    c1,c2 = st.columns(2)
+# %% ../nbs/14_app.ipynb #a4f81a76
+def _show_table(st, table):
+    fmt = lambda v, d: '' if pd.isna(v) else f'{v:.{d}f}'
+    st.table(table.assign(probability=table.probability.map(lambda v: fmt(v, 4)), threshold=table.threshold.map(lambda v: fmt(v, 3)))
+                  .set_index(['input', 'task']))
+
+def _results(st, table, info, key):
+    st.subheader('Probabilities')
+    _show_table(st, table)
+    c1,c2,_ = st.columns([1, 1, 4])
     c1.download_button('Download JSON', result_json(table, **info), file_name='kneeai-result.json', mime='application/json', key=f'json_{key}')
     c2.download_button('Download CSV', result_csv(table), file_name='kneeai-result.csv', mime='text/csv', key=f'csv_{key}')
 
-def _exam_section(st, model, cfg, files, args, key, path):
+def _result_state(st, key, make):
+    "The analysis of upload `key`, made once (moving a slider does not run the model again); one upload kept at a time"
     state = st.session_state.setdefault('kneeai_results', {})
     if key not in state:
+        res = make()
+        state.clear()
+        state[key] = res
+    return state[key]
+
+def _exam_section(st, model, cfg, files, args, key, path, ctl):
+    from kneeai.interpret import exam_cams
+    def make():
         vols = read_exam(files, cfg['data']['planes'], args.max_upload_mb)
         name = Path(files[0][0]).stem if len(files) == 1 else 'exam'
-        state.clear()  # one upload's results at a time
-        state[key] = dict(vols=vols, table=result_table(exam_probs(model, cfg, vols, name), cfg.get('thresholds')), cams={})
-    res = state[key]
-    st.subheader('Probabilities')
-    _show_table(st, res['table'])
-    _downloads(st, res['table'], dict(model=str(path), files=[n for n,_ in files]), key)
-    return res
+        return dict(vols=vols, table=result_table(exam_probs(model, cfg, vols, name), cfg.get('thresholds')), cams={})
+    res = _result_state(st, key, make)
+    _results(st, res['table'], dict(model=str(path), files=[n for n,_ in files]), key)
+    st.subheader('GradCAM')
+    task = st.selectbox('Heatmap of the task', list(cfg['data']['tasks']), key='cam_task')
+    ck = (task, ctl['method'])
+    if ck not in res['cams']:
+        with st.spinner('Computing the heatmaps…'): res['cams'][ck] = exam_cams(model, res['vols'], cfg, task=task, method=ctl['method'])
+    for col,p in zip(st.columns(len(cfg['data']['planes'])), cfg['data']['planes']):
+        v,c = res['vols'][p],res['cams'][ck]['planes'][p]
+        top = top_slices(c['ranking'])
+        i = col.slider(f'{p} slice', 0, len(v) - 1, value=top[0], key=f'slice_{p}_{task}_{ctl["method"]}_{key}') if len(v) > 1 else 0
+        mark = f' · ★ no. {top.index(i) + 1} of the most important' if i in top else ''
+        col.image(slice_view(v, c['cam'], i, ctl['alpha']), caption=f'{p}, slice {i} of 0–{len(v) - 1}{mark}', width='stretch')
+        col.caption('Most important slices: ' + ', '.join(f'★ {j}' for j in top))
+        col.bar_chart(pd.DataFrame({'contribution to the logit': c['scores']}), height=120, x_label='slice', y_label='')
 
-# %% ../nbs/14_app.ipynb #e0f65572
+def _image_section(st, model, cfg, files, args, key, path, ctl):
+    from kneeai.interpret import image_cam, overlay
+    names = class_names(cfg)
+    def make():
+        xs = read_images(files, cfg, args.max_upload_mb)
+        probs = image_probs(model, cfg, xs)
+        table = result_table(probs.set_axis(names, axis=1), cfg.get('thresholds'), single_label=cfg['data'].get('task') != 'multilabel')
+        return dict(xs=xs, probs=probs, table=table, cams={})
+    res = _result_state(st, key, make)
+    _results(st, res['table'], dict(model=str(path), files=[n for n,_ in files]), key)
+    st.subheader('GradCAM')
+    target = st.selectbox('Heatmap of the class', ['the most probable', *names], key='cam_class')
+    cols = st.columns(min(3, len(res['xs'])))
+    for j,(name,x) in enumerate(res['xs'].items()):
+        t = int(res['probs'].loc[name].to_numpy().argmax()) if target == 'the most probable' else names.index(target)
+        ck = (name, t, ctl['method'])
+        if ck not in res['cams']: res['cams'][ck] = image_cam(model, x, cfg, target=t, method=ctl['method'])
+        cols[j % len(cols)].image(overlay(x[0].numpy(), res['cams'][ck], ctl['alpha']), caption=f'{name}: {names[t]}', width='stretch')
+
+def _dicom_section(st, files, phi):
+    dcm = [(n, d) for n,d in files if file_kind(d) == 'dicom']
+    if not dcm: return
+    st.subheader('DICOM metadata')
+    st.caption('Showing identifying attributes: do not share this page.' if phi else
+               'Identifying attributes (names, IDs, dates, addresses, free text, private tags) are hidden; UIDs are pseudonymous.')
+    for n,d in dcm:
+        with st.expander(n):
+            try: st.table(dicom_table(n, d, phi))
+            except KneeaiError as e: st.error(str(e))
+
+# %% ../nbs/14_app.ipynb #5c827291
+def _fail(st, e):
+    "An error in the page; the app goes on"
+    if isinstance(e, KneeaiError): return st.error(str(e))
+    st.error(f'The upload could not be analysed: {type(e).__name__}: {e}')
+    with st.expander('Details for a bug report'): st.exception(e)
+
+def _names(files): return ', '.join(n for n,_ in files)
+
 def page(argv=None # The app's arguments (default: `sys.argv[1:]`, as `streamlit run app.py -- ...` passes them)
         ):
     "The Streamlit page: choose the model, take uploads, show probabilities, GradCAM and DICOM tags, offer downloads"
@@ -272,23 +418,25 @@ def page(argv=None # The app's arguments (default: `sys.argv[1:]`, as `streamlit
     if path is None: return
     try: model,cfg = st.cache_resource(show_spinner='Loading the model…')(_cached_load)(str(path), args.trust_pickle)
     except KneeaiError as e: return st.error(f'The model cannot be loaded: {e}')
-    _model_summary(st, path, cfg, how)
-    ups = st.file_uploader('An MRNet exam (sagittal.npy, coronal.npy, axial.npy, or a .zip of them), DICOM radiographs or PNG/JPEG images',
-                           accept_multiple_files=True, key='uploads')
-    if not ups: return st.info(f'Upload files to analyse (at most {args.max_upload_mb:g} MB in all).')
+    ctl,kind = _sidebar(st, path, cfg, how),_kind(cfg)
+    what = 'an MRNet exam (sagittal.npy, coronal.npy, axial.npy, or a .zip of them)' if kind == 'TripleMRNet' else 'radiographs (DICOM, PNG or JPEG)'
+    ups = st.file_uploader(f'Upload {what}', accept_multiple_files=True, key='uploads')
+    if not ups: return st.info(f'This model reads {what}. At most {args.max_upload_mb:g} MB in all.')
     try:
         files = upload_items(ups)
         check_upload_size(files, args.max_upload_mb)
         exam,imgs = split_uploads(files)
+    except Exception as e: return _fail(st, e)
+    try:
         key = _digest(files)
-        if exam: _exam_section(st, model, cfg, exam, args, key, path)
-        else: raise DataError(', '.join(n for n,_ in imgs), 'this model takes MRNet exams, not images', hint=_EXAM_HINT)
-    except KneeaiError as e: st.error(str(e))
-    except Exception as e:
-        st.error(f'The upload could not be analysed: {type(e).__name__}: {e}')
-        with st.expander('Details for a bug report'): st.exception(e)
+        if kind == 'TripleMRNet' and imgs: raise DataError(_names(imgs), 'this model reads MRNet exams, not radiographs', hint=_EXAM_HINT)
+        if kind != 'TripleMRNet' and exam: raise DataError(_names(exam), 'this model reads radiographs, not MRNet exams', hint='upload DICOM, PNG or JPEG files')
+        if exam: _exam_section(st, model, cfg, exam, args, key, path, ctl)
+        else: _image_section(st, model, cfg, imgs, args, key, path, ctl)
+    except Exception as e: _fail(st, e)
+    _dicom_section(st, imgs, ctl['phi'])
 
-# %% ../nbs/14_app.ipynb #dd9345f2
+# %% ../nbs/14_app.ipynb #f171dcee
 def _in_streamlit() -> bool:
     "Whether this code runs as a Streamlit script (a server or `AppTest`), not imported or in a notebook"
     try: from streamlit.runtime.scriptrunner import get_script_run_ctx

@@ -114,3 +114,69 @@ def test_without_model_offers_the_demo_model(tiny, tmp_path, monkeypatch):
     assert not at.exception and len(at.file_uploader) == 1
     at.file_uploader[0].set_value(exam_files(exam)).run()
     assert list(shown_probs(at).index) == list(MRNET_TASKS)
+
+def test_gradcam_slider_starts_at_the_most_important_slice(tiny, monkeypatch):
+    from kneeai.interpret import exam_cams
+    from kneeai.app import load_app_model, read_exam
+    model,exam = tiny
+    at = start(monkeypatch, '--model', model)
+    at.file_uploader[0].set_value(exam_files(exam)).run()
+    m,cfg = load_app_model(model)
+    cams = exam_cams(m, read_exam([exam/f'{p}.npy' for p in PLANES]), cfg, task='abnormal')
+    sliders = {s.label.split()[0]: s for s in at.main.slider}
+    assert list(sliders) == list(PLANES)
+    for p in PLANES: assert sliders[p].value == int(cams['planes'][p]['ranking'][0])
+    assert all('★ no. 1 of the most important' in img.captions[0] for img in at.main.image)
+    second = int(cams['planes']['axial']['ranking'][1])
+    sliders['axial'].set_value(second).run()
+    assert at.main.image[2].captions[0] == f'axial, slice {second} of 0–{len(np.load(exam/"axial.npy")) - 1} · ★ no. 2 of the most important'
+    at.selectbox(key='cam_task').set_value('acl').run()
+    assert not at.exception and errors(at) == [] and len(at.main.image) == 3
+
+@pytest.fixture(scope='module')
+def xr_model(tmp_path_factory):
+    "An untrained fracture model (small CNN, 32 px) and three synthetic DICOM radiographs"
+    from kneeai.synthetic_radiographs import synth_radiographs
+    from kneeai.radiographs import radiograph_dls, radiograph_learner
+    from kneeai.train import save_model
+    tmp = tmp_path_factory.mktemp('xr')
+    df = synth_radiographs(tmp/'xr', n=8, size=64, seed=0, fracture_rate=.5, progress=False)
+    learn = radiograph_learner(radiograph_dls(df, path=tmp/'xr', size=32, bs=2, num_workers=0, device='cpu', augment=False),
+                               'small_cnn', csv_log=False, path=tmp)
+    return save_model(learn, tmp/'model'), [tmp/'xr'/f for f in df.file[:3]]
+
+def test_radiographs_show_the_probabilities_of_predict_images(xr_model, monkeypatch, tmp_path):
+    from PIL import Image
+    from kneeai.radiographs import predict_images
+    model,dcms = xr_model
+    png = tmp_path/'knee.png'
+    Image.fromarray((np.random.default_rng(0).random((48, 40))*255).astype(np.uint8)).save(png)
+    files = [*dcms, png]
+    uploads = [(f'{i}_{f.name}', f.read_bytes(), 'application/octet-stream') for i,f in enumerate(files)]
+    at = start(monkeypatch, '--model', model)
+    at.file_uploader[0].set_value(uploads).run()
+    assert not at.exception and errors(at) == []
+    t = at.main.table[0].value.reset_index()
+    ref = predict_images(model, files)
+    for (name,_,_),f in zip(uploads, files):
+        for cls,label in (('0', 'no fracture'), ('1', 'fracture')):
+            shown = float(t[(t.input == name) & (t.task == label)].probability.iloc[0])
+            assert abs(shown - ref.loc[str(f), cls]) <= 5e-5 + 1e-6
+        best = t[(t.input == name) & (t.call == 'most probable')].task.tolist()
+        assert best == [['no fracture', 'fracture'][int(ref.loc[str(f), ['0', '1']].astype(float).to_numpy().argmax())]]
+    assert len(at.main.image) == len(files)
+    # the DICOM tags: identifying ones only when asked
+    tags = at.main.table[1].value
+    assert 'Modality' in tags.index and 'PatientID' not in tags.index and 'PatientName' not in tags.index
+    at.sidebar.checkbox(key='phi').check().run()
+    assert 'PatientID' in at.main.table[1].value.index
+
+def test_dicom_with_an_mrnet_model_is_a_message_and_its_tags_are_shown(tiny, monkeypatch):
+    from pydicom.data import get_testdata_file
+    model,_ = tiny
+    at = start(monkeypatch, '--model', model)
+    at.file_uploader[0].set_value(('CT_small.dcm', Path(get_testdata_file('CT_small.dcm')).read_bytes(), 'application/dicom')).run()
+    assert not at.exception
+    assert errors(at)[0].startswith('CT_small.dcm: this model reads MRNet exams, not radiographs')
+    tags = at.main.table[0].value
+    assert tags.loc['Modality', 'value'] == 'CT' and 'PatientName' not in tags.index
