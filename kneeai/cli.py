@@ -249,6 +249,7 @@ def _app(args):
         raise ModelError(args.model, 'no such model folder', hint='train one with `kneeai train` or `kneeai demo`')
     env = dict(os.environ)
     env.setdefault('STREAMLIT_BROWSER_GATHER_USAGE_STATS', 'false')
+    env.setdefault('STREAMLIT_CLIENT_TOOLBAR_MODE', 'minimal')  # no developer menu or deploy button for the user
     try: rc = subprocess.call(_app_command(args), env=env)
     except KeyboardInterrupt: rc = 0
     if rc: raise SystemExit(rc)
