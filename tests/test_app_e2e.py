@@ -7,7 +7,7 @@ Chromium is never downloaded: `make e2e-deps` (run by `make test`) installs Debi
 `KNEEAI_APP_SCREENSHOT=PATH` to save a screenshot of the page with its results (the README's is
 `nbs/images/app.png`); `KNEEAI_E2E_MODEL` and `KNEEAI_E2E_EXAM` replace the tiny untrained model and its exam (e.g.
 by the `kneeai demo` model and one of its exams, for a screenshot that shows a trained model)."""
-import os, re, signal, socket, subprocess, sys, time, urllib.request
+import json, os, re, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
 
@@ -102,7 +102,7 @@ def test_upload_exam_in_chromium(server, browser):
     wait.until(lambda d: len(rendered_results(d)) == len(MRNET_TASKS))
     shown = rendered_results(browser)
     ref = predict_exams(model, [exam]).iloc[0]
-    import json; thr = json.loads((model/'config.json').read_text()).get('thresholds') or {}
+    thr = json.loads((model/'config.json').read_text()).get('thresholds') or {}
     for t in MRNET_TASKS:
         p,th,call = shown[t]
         assert abs(p - ref[t]) <= 5e-5 + 1e-6, (t, p, ref[t])  # shown with 4 decimals
@@ -112,7 +112,9 @@ def test_upload_exam_in_chromium(server, browser):
     assert 'Download JSON' in body and 'Download CSV' in body
     assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
     if os.environ.get('KNEEAI_APP_SCREENSHOT'):
-        time.sleep(2)  # let images and charts finish drawing
+        browser.set_window_size(1400, 1700)  # tall enough for the heatmaps under the table
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stImage"] img')) == len(PLANES))
+        time.sleep(3)  # let the images and charts finish drawing
         browser.save_screenshot(os.environ['KNEEAI_APP_SCREENSHOT'])
 
 def test_unsupported_file_is_a_message_in_the_page(server, browser, tmp_path):
