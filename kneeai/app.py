@@ -8,7 +8,7 @@ Docs: https://kneeai.github.io/kneeai/app.html.md"""
 # %% ../nbs/14_app.ipynb #cb524e24
 from __future__ import annotations
 if not __package__: __package__ = 'kneeai'  # PEP 366: `streamlit run kneeai/app.py` runs this file as a script, not as kneeai.app
-import argparse, hashlib, io, json, sys, tempfile, zipfile, zlib
+import argparse, hashlib, io, json, sys, tempfile, threading, zipfile, zlib
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import kneeai
@@ -282,6 +282,7 @@ def model_choice(args:argparse.Namespace # From `app_args`
 
 # %% ../nbs/14_app.ipynb #1056b8cd
 def _cached_load(path:str, trust_pickle:bool): return load_app_model(path, trust_pickle=trust_pickle)
+def _new_lock(): return threading.Lock()  # one per server process (st.cache_resource): sessions take turns with the shared model
 
 def _digest(files) -> str:
     "A key for one upload: names and contents"
@@ -350,13 +351,15 @@ def _exam_section(st, model, cfg, files, args, key, path, ctl):
         vols = read_exam(files, cfg['data']['planes'], args.max_upload_mb)
         name = Path(files[0][0]).stem if len(files) == 1 else 'exam'
         return dict(vols=vols, table=result_table(exam_probs(model, cfg, vols, name), cfg.get('thresholds')), cams={})
-    res = _result_state(st, key, make)
+    with ctl['lock']: res = _result_state(st, key, make)
     _results(st, res['table'], dict(model=str(path), files=[n for n,_ in files]), key)
     st.subheader('GradCAM')
     task = st.selectbox('Heatmap of the task', list(cfg['data']['tasks']), key='cam_task')
     ck = (task, ctl['method'])
     if ck not in res['cams']:
-        with st.spinner('Computing the heatmaps…'): res['cams'][ck] = exam_cams(model, res['vols'], cfg, task=task, method=ctl['method'])
+        try:
+            with st.spinner('Computing the heatmaps…'), ctl['lock']: res['cams'][ck] = exam_cams(model, res['vols'], cfg, task=task, method=ctl['method'])
+        except Exception as e: return _fail(st, e, 'The heatmaps could not be computed')
     for col,p in zip(st.columns(len(cfg['data']['planes'])), cfg['data']['planes']):
         v,c = res['vols'][p],res['cams'][ck]['planes'][p]
         top = top_slices(c['ranking'])
@@ -374,7 +377,7 @@ def _image_section(st, model, cfg, files, args, key, path, ctl):
         probs = image_probs(model, cfg, xs)
         table = result_table(probs.set_axis(names, axis=1), cfg.get('thresholds'), single_label=cfg['data'].get('task') != 'multilabel')
         return dict(xs=xs, probs=probs, table=table, cams={})
-    res = _result_state(st, key, make)
+    with ctl['lock']: res = _result_state(st, key, make)
     _results(st, res['table'], dict(model=str(path), files=[n for n,_ in files]), key)
     st.subheader('GradCAM')
     target = st.selectbox('Heatmap of the class', ['the most probable', *names], key='cam_class')
@@ -382,7 +385,10 @@ def _image_section(st, model, cfg, files, args, key, path, ctl):
     for j,(name,x) in enumerate(res['xs'].items()):
         t = int(res['probs'].loc[name].to_numpy().argmax()) if target == 'the most probable' else names.index(target)
         ck = (name, t, ctl['method'])
-        if ck not in res['cams']: res['cams'][ck] = image_cam(model, x, cfg, target=t, method=ctl['method'])
+        if ck not in res['cams']:
+            try:
+                with ctl['lock']: res['cams'][ck] = image_cam(model, x, cfg, target=t, method=ctl['method'])
+            except Exception as e: return _fail(st, e, 'The heatmaps could not be computed')
         cols[j % len(cols)].image(overlay(x[0].numpy(), res['cams'][ck], ctl['alpha']), caption=f'{name}: {names[t]}', width='stretch')
 
 def _dicom_section(st, files, phi):
@@ -396,11 +402,11 @@ def _dicom_section(st, files, phi):
             try: st.table(dicom_table(n, d, phi))
             except KneeaiError as e: st.error(str(e))
 
-# %% ../nbs/14_app.ipynb #5c827291
-def _fail(st, e):
+# %% ../nbs/14_app.ipynb #9f03c2b5
+def _fail(st, e, what='The upload could not be analysed'):
     "An error in the page; the app goes on"
     if isinstance(e, KneeaiError): return st.error(str(e))
-    st.error(f'The upload could not be analysed: {type(e).__name__}: {e}')
+    st.error(f'{what}: {type(e).__name__}: {e}')
     with st.expander('Details for a bug report'): st.exception(e)
 
 def _names(files): return ', '.join(n for n,_ in files)
@@ -419,6 +425,7 @@ def page(argv=None # The app's arguments (default: `sys.argv[1:]`, as `streamlit
     try: model,cfg = st.cache_resource(show_spinner='Loading the model…')(_cached_load)(str(path), args.trust_pickle)
     except KneeaiError as e: return st.error(f'The model cannot be loaded: {e}')
     ctl,kind = _sidebar(st, path, cfg, how),_kind(cfg)
+    ctl['lock'] = st.cache_resource(_new_lock)()
     what = 'an MRNet exam (sagittal.npy, coronal.npy, axial.npy, or a .zip of them)' if kind == 'TripleMRNet' else 'radiographs (DICOM, PNG or JPEG)'
     ups = st.file_uploader(f'Upload {what}', accept_multiple_files=True, key='uploads')
     if not ups: return st.info(f'This model reads {what}. At most {args.max_upload_mb:g} MB in all.')

@@ -180,3 +180,14 @@ def test_dicom_with_an_mrnet_model_is_a_message_and_its_tags_are_shown(tiny, mon
     assert errors(at)[0].startswith('CT_small.dcm: this model reads MRNet exams, not radiographs')
     tags = at.main.table[0].value
     assert tags.loc['Modality', 'value'] == 'CT' and 'PatientName' not in tags.index
+
+def test_a_heatmap_failure_leaves_the_probabilities(tiny, monkeypatch):
+    import kneeai.interpret
+    def boom(*args, **kwargs): raise RuntimeError('boom')
+    monkeypatch.setattr(kneeai.interpret, 'exam_cams', boom)
+    model,exam = tiny
+    at = start(monkeypatch, '--model', model)
+    at.file_uploader[0].set_value(exam_files(exam)).run()
+    assert errors(at) == ['The heatmaps could not be computed: RuntimeError: boom']
+    assert [e.message for e in at.exception] == ['boom']  # the traceback, in the page's 'Details for a bug report'
+    assert list(shown_probs(at).index) == list(MRNET_TASKS)
