@@ -19,8 +19,8 @@ from .core import DataError, ModelError
 
 # %% auto #0
 __all__ = ['label_matrix', 'class_counts', 'dataset_labels', 'train_labels', 'n_balanced_batches', 'balanced_batches',
-           'BalancedDL', 'example_weights', 'rebalance', 'class_weights', 'pos_weights', 'ClassFocalLoss',
-           'WeightedFocalLossFlat', 'make_loss', 'prior_bias', 'init_prior_bias']
+           'BalancedDL', 'ClassWeightedDL', 'example_weights', 'rebalance', 'class_weights', 'pos_weights',
+           'ClassFocalLoss', 'WeightedFocalLossFlat', 'make_loss', 'prior_bias', 'init_prior_bias']
 
 # %% ../nbs/06_sampling.ipynb #0095ea70
 def label_matrix(y, # Labels: `(n,)` class indices, or `(n, n_labels)` 0/1 for multi-label
@@ -88,7 +88,7 @@ def _check_balance(Y, bs, k, vocab=None):
     c = Y.sum(0)
     if (c == 0).any():
         raise DataError('labels', f'no training example of class(es) {_names(vocab, np.flatnonzero(c == 0))}',
-                        hint='drop the class from the vocabulary or add examples of it to the training split')
+                        hint="add examples of it to the training split, or pass absent='skip' to balance the other classes")
     if k*L > bs:
         raise DataError(f'bs={bs}', f'a batch cannot hold k={k} examples of each of {L} classes ({k*L} > {bs})',
                         hint=f'use bs >= {k*L} or a smaller k')
@@ -159,9 +159,12 @@ def balanced_batches(y, # Labels: `(n,)` class indices or `(n, n_labels)` 0/1
                      seed=None, # int or numpy `Generator`: the same seed gives the same batches
                      n_classes:int|None=None, # Vocabulary length (single-label); None: `max(y)+1`
                      vocab=None, # Class names, for error messages
+                     absent:str='error', # A class without training examples: 'error', or 'skip' it (balance the others)
                     ) -> list[np.ndarray]:
     "One epoch of batches of exactly `bs` indices, each with `k` examples of every class; every example at least once"
     Y = label_matrix(y, n_classes)
+    if absent == 'skip': Y,vocab = Y[:, Y.any(0)],(None if vocab is None else [v for v,p in zip(vocab, Y.any(0)) if p])
+    elif absent != 'error': raise DataError(f'absent={absent!r}', "unknown option", hint="use 'error' or 'skip'")
     _check_balance(Y, bs, k, vocab)
     rng = np.random.default_rng(seed)
     nb0 = n_balanced_batches(Y, bs, k)
@@ -180,11 +183,13 @@ class BalancedDL(TfmdDL):
                  labels=None, # Targets of `dataset`, `(n,)` or `(n, n_labels)`; None: read by `dataset_labels`
                  seed:int|None=None, # Seed of the batch order; None: drawn from `random` (seeded by `set_seed`)
                  n_classes:int|None=None, # Vocabulary length (single-label); None: from the dataset's vocab
+                 absent:str='error', # A class without training examples: 'error', or 'skip' it
+                 shuffle:bool=True, # False: a plain, unbalanced loader in dataset order (as for `get_preds`)
                  **kwargs):
-        self.k,self.labels,self.n_classes = k,labels,n_classes
+        self.k,self.labels,self.n_classes,self.absent = k,labels,n_classes,absent
         self.seed = random.randint(0, 2**32 - 1) if seed is None else seed
         self._gen,self._plan = None,None
-        super().__init__(dataset=dataset, bs=bs, **kwargs)
+        super().__init__(dataset=dataset, bs=bs, shuffle=shuffle, **kwargs)
 
     def _y(self):
         if self.labels is None: self.labels = dataset_labels(self.dataset)
@@ -196,7 +201,7 @@ class BalancedDL(TfmdDL):
             y,vocab = self._y(),getattr(self.dataset, 'vocab', None)
             nc = self.n_classes if self.n_classes is not None or y.ndim == 2 or vocab is None else len(vocab)
             if self._gen is None: self._gen = np.random.default_rng(self.seed)
-            self._plan = np.concatenate(balanced_batches(y, self.bs, self.k, self._gen, nc, vocab)).tolist()
+            self._plan = np.concatenate(balanced_batches(y, self.bs, self.k, self._gen, nc, vocab, self.absent)).tolist()
         return self._plan
 
     def get_idxs(self):
@@ -211,10 +216,16 @@ class BalancedDL(TfmdDL):
     def new(self, dataset=None, cls=None, **kwargs):
         "A copy with the same `k` and `seed` (and labels, if the dataset is the same)"
         same = dataset is None or dataset is self.dataset
-        kw = dict(k=self.k, seed=self.seed, n_classes=self.n_classes) | (dict(labels=self.labels) if same else {})
+        kw = dict(k=self.k, seed=self.seed, n_classes=self.n_classes, absent=self.absent) | (dict(labels=self.labels) if same else {})
         return super().new(dataset, cls, **(kw | kwargs))
 
 # %% ../nbs/06_sampling.ipynb #ddeb9bd4
+class ClassWeightedDL(WeightedDL):
+    "fastai's `WeightedDL` (draws `n` examples with replacement, with probabilities `wgts`) whose `new` keeps `wgts`"
+    def new(self, dataset=None, cls=None, **kwargs):
+        same = dataset is None or dataset is self.dataset
+        return super().new(dataset, cls, **(dict(wgts=self.wgts) if same and 'wgts' not in kwargs else {}), **kwargs)
+
 def example_weights(y, # Labels: `(n,)` class indices or `(n, n_labels)` 0/1
                     n_classes:int|None=None, # Vocabulary length (single-label)
                    ) -> np.ndarray:
@@ -226,10 +237,11 @@ def example_weights(y, # Labels: `(n,)` class indices or `(n, n_labels)` 0/1
     return w/w.sum()
 
 def rebalance(dls:DataLoaders, # `DataLoaders` whose training loader is replaced (the input is not modified)
-              how:str|None='batch', # 'batch': `BalancedDL`; 'weighted': fastai's `WeightedDL`; None: `dls` unchanged
+              how:str|None='batch', # 'batch': `BalancedDL`; 'weighted': `ClassWeightedDL` (fastai's `WeightedDL`); None: `dls` unchanged
               k:int=1, # For 'batch': examples (positives) of each class in every batch
               seed:int|None=None, # For 'batch': seed of the batch order (None: from `random`)
               labels=None, # Training targets; None: `train_labels(dls)`
+              absent:str='error', # For 'batch': a class without training examples is an 'error', or 'skip' it
              ) -> DataLoaders:
     "New `DataLoaders` with the same validation loader(s) and a class-balanced training loader"
     if how is None: return dls
@@ -240,9 +252,9 @@ def rebalance(dls:DataLoaders, # `DataLoaders` whose training loader is replaced
     vocab = getattr(dls, 'vocab', None)
     n_classes = None if y.ndim == 2 or vocab is None else len(vocab)
     if how == 'batch':
-        new = trn.new(cls=BalancedDL, k=k, labels=y, seed=seed, n_classes=n_classes, shuffle=True)
+        new = trn.new(cls=BalancedDL, k=k, labels=y, seed=seed, n_classes=n_classes, absent=absent, shuffle=True)
         len(new)                                      # fail now, not at the first epoch, if balance is impossible
-    else: new = trn.new(cls=WeightedDL, wgts=example_weights(y, n_classes), shuffle=True)
+    else: new = trn.new(cls=ClassWeightedDL, wgts=example_weights(y, n_classes), shuffle=True)
     return DataLoaders(new, *dls.loaders[1:], path=dls.path, device=dls.device)
 
 @patch
@@ -253,32 +265,43 @@ def balanced(self:DataLoaders,
     "These `DataLoaders` with a `BalancedDL` for training (see `rebalance`)"
     return rebalance(self, 'batch', k=k, seed=seed, **kwargs)
 
-# %% ../nbs/06_sampling.ipynb #b476eb93
+# %% ../nbs/06_sampling.ipynb #0328ab1e
 def class_weights(y, # Labels: `(n,)` class indices or `(n, n_labels)` 0/1
                   n_classes:int|None=None, # Vocabulary length (single-label); None: `max(y)+1`
                   how:str='inverse', # 'inverse': n/(C·n_c); 'effective': 1/effective number (Cui et al., 2019)
                   beta:float=0.999, # For 'effective': a class's effective number is (1-beta^n_c)/(1-beta)
+                  absent:str='error', # A class without training examples: 'error', or 'skip' (it gets the largest weight)
                  ) -> torch.Tensor:
     "Weight of each class in the vocabulary's order"
     c = class_counts(y, n_classes).astype(float)
-    if (c == 0).any(): raise DataError('labels', f'no training example of class(es) {np.flatnonzero(c == 0).tolist()}: its weight is undefined')
-    if how == 'inverse': w = c.sum()/(len(c)*c)
+    _check_absent(c, absent, 'class(es)', 'its weight is undefined')
+    p = c > 0
+    if how == 'inverse': w = c.sum()/(p.sum()*np.maximum(c, 1))
     elif how == 'effective':
         if not 0 <= beta < 1: raise DataError(f'beta={beta}', 'beta must lie in [0, 1)')
-        w = (1 - beta)/(1 - beta**c)
-        w = w*len(c)/w.sum()
+        w = (1 - beta)/(1 - beta**np.maximum(c, 1))
+        w = w*p.sum()/w[p].sum()
     else: raise DataError(f'how={how!r}', 'unknown class weighting', hint="use 'inverse' or 'effective'")
-    return torch.tensor(w, dtype=torch.float32)
+    return torch.tensor(np.where(p, w, w[p].max()), dtype=torch.float32)
 
 def pos_weights(y, # Multi-label targets `(n, n_labels)` 0/1
+                absent:str='error', # A label without positive examples: 'error', or 'skip' (it gets the largest weight)
                ) -> torch.Tensor:
     "BCE `pos_weight` of each label in the vocabulary's order: negatives over positives"
     Y = label_matrix(y)
     c = Y.sum(0)
-    if (c == 0).any(): raise DataError('labels', f'no positive example of label(s) {np.flatnonzero(c == 0).tolist()}: pos_weight is undefined')
-    return torch.tensor((len(Y) - c)/c, dtype=torch.float32)
+    _check_absent(c, absent, 'label(s)', 'pos_weight is undefined')
+    w = (len(Y) - c)/np.maximum(c, 1)
+    return torch.tensor(np.where(c > 0, w, w[c > 0].max()), dtype=torch.float32)
 
-# %% ../nbs/06_sampling.ipynb #b64b13a2
+def _check_absent(c, absent, what, why):
+    if absent not in ('error', 'skip'): raise DataError(f'absent={absent!r}', 'unknown option', hint="use 'error' or 'skip'")
+    if (c == 0).all(): raise DataError('labels', f'no training example of any {what}')
+    if absent == 'error' and (c == 0).any():
+        raise DataError('labels', f'no training example of {what} {np.flatnonzero(c == 0).tolist()}: {why}',
+                        hint="add examples, or pass absent='skip' to give it the largest weight")
+
+# %% ../nbs/06_sampling.ipynb #f432f36c
 class ClassFocalLoss(FocalLoss):
     "Focal loss `-α_t (1-p_t)^γ log p_t` with class weights `α` (Lin et al., 2017), kept as a buffer"
     def __init__(self, gamma:float=2.0, # Focusing parameter
@@ -296,10 +319,15 @@ class ClassFocalLoss(FocalLoss):
 
 class WeightedFocalLossFlat(FocalLossFlat):
     "fastai's `FocalLossFlat` with class weights applied as in the paper (`ClassFocalLoss`)"
-    def __init__(self, *args, gamma:float=2.0, axis:int=-1, **kwargs):
-        BaseLoss.__init__(self, ClassFocalLoss, *args, gamma=gamma, axis=axis, **kwargs)
+    def __init__(self, *args,
+                 gamma:float=2.0, # Focusing parameter
+                 weight:torch.Tensor|None=None, # Class weights α in the vocabulary's order
+                 reduction:str='mean', # 'mean', 'sum' or 'none'
+                 axis:int=-1, # Class axis
+                 **kwargs):
+        BaseLoss.__init__(self, ClassFocalLoss, *args, gamma=gamma, weight=weight, reduction=reduction, axis=axis, **kwargs)
 
-# %% ../nbs/06_sampling.ipynb #3b2a06db
+# %% ../nbs/06_sampling.ipynb #099fcf19
 _SINGLE,_MULTI = ('ce', 'weighted_ce', 'focal', 'weighted_focal'),('bce', 'weighted_bce')
 
 def make_loss(dls=None, # `DataLoaders` whose training labels set the weights (or give `labels`)
@@ -308,6 +336,7 @@ def make_loss(dls=None, # `DataLoaders` whose training labels set the weights (o
               how:str='inverse', # Class weights for 'weighted_ce' and 'weighted_focal': 'inverse' or 'effective'
               beta:float=0.999, # For how='effective'
               gamma:float=2.0, # Focusing parameter of the focal losses
+              absent:str='error', # A class without training examples: 'error', or 'skip' (it gets the largest weight)
              ):
     "A fastai loss for imbalanced classes, weights in the vocabulary's order"
     if kind not in _SINGLE + _MULTI: raise DataError(f'kind={kind!r}', 'unknown loss', hint=f'use one of {_SINGLE + _MULTI}')
@@ -323,11 +352,11 @@ def make_loss(dls=None, # `DataLoaders` whose training labels set the weights (o
     vocab = getattr(dls, 'vocab', None)
     nc = None if multi or vocab is None else len(vocab)
     if kind in plain: return plain[kind]()
-    if kind == 'weighted_ce': return CrossEntropyLossFlat(weight=class_weights(y, nc, how, beta))
-    if kind == 'weighted_focal': return WeightedFocalLossFlat(gamma=gamma, weight=class_weights(y, nc, how, beta))
-    return BCEWithLogitsLossFlat(pos_weight=pos_weights(y))
+    if kind == 'weighted_ce': return CrossEntropyLossFlat(weight=class_weights(y, nc, how, beta, absent))
+    if kind == 'weighted_focal': return WeightedFocalLossFlat(gamma=gamma, weight=class_weights(y, nc, how, beta, absent))
+    return BCEWithLogitsLossFlat(pos_weight=pos_weights(y, absent))
 
-# %% ../nbs/06_sampling.ipynb #960320d8
+# %% ../nbs/06_sampling.ipynb #99a463e3
 def prior_bias(y, # Labels: `(n,)` class indices or `(n, n_labels)` 0/1
                n_classes:int|None=None, # Vocabulary length (single-label)
                eps:float=1e-4, # Priors are clipped to [eps, 1-eps]
