@@ -176,8 +176,9 @@ def result_table(probs:pd.DataFrame, # Probabilities: one row per exam or image 
 def result_json(table:pd.DataFrame, # From `result_table`
                 **info, # More entries for the top level, e.g. model=..., files=[...]
                ) -> str:
-    "The result as a JSON document: kneeai's version, `info`, and one record per input and task"
-    return json.dumps(dict(kneeai_version=kneeai.__version__, **info, results=table.to_dict('records')), indent=2, default=str)
+    "The result as a JSON document: kneeai's version, `info`, and one record per input and task (no threshold: null)"
+    recs = table.astype(object).where(table.notna(), None).to_dict('records')
+    return json.dumps(dict(kneeai_version=kneeai.__version__, **info, results=recs), indent=2, default=str, allow_nan=False)
 
 def result_csv(table:pd.DataFrame) -> str:
     "The result as CSV, one line per input and task"
