@@ -16,16 +16,15 @@ import kornia.augmentation as K
 from fastai.basics import *
 from fastai.callback.all import *
 from fastai.vision.core import TensorImageBW
+from fastai.vision.data import *
 from fastai.data.transforms import Normalize
 from .core import PLANES, DataError, ModelError, atomic_write
 from .volumes import MRNET_MEAN, MRNET_STD
 from .models import create_backbone
-from .preprocess import load_image, preprocess_radiograph
-from .dicom import dcm2float
+from .radiographs import RadiographBlock, RadiographNet, radiograph_splitter, GRAY_STATS
 
 # %% auto #0
-__all__ = ['VIEW_CLASSES', 'LATERALITY_CLASSES', 'METADATA_TARGETS', 'metadata_targets', 'load_gray', 'GrayOpen',
-           'GrayImageBlock', 'metadata_dls', 'PooledClassifier', 'pooled_splitter', 'MultiTargetLoss',
+__all__ = ['VIEW_CLASSES', 'LATERALITY_CLASSES', 'METADATA_TARGETS', 'metadata_targets', 'metadata_dls', 'MultiTargetLoss',
            'metadata_learner', 'metadata_review', 'save_body', 'load_body', 'transfer_body', 'nt_xent', 'NTXentLoss',
            'ssl_augment', 'unit_range_fns', 'SimCLR', 'ssl_learner', 'image_dls', 'SliceOpen', 'mrnet_slice_dls']
 
@@ -72,34 +71,13 @@ def metadata_targets(meta:pd.DataFrame, # One row per image with tag columns, e.
                                           hint='check the tags with dicom_meta, or pass targets= for other tags')
     return res
 
-# %% ../nbs/10_pretrain.ipynb #87feee66
-def load_gray(fn, # A DICOM file, or a `.png`/`.npy` written by `kneeai.preprocess.save_image`
-              size:int=128, # Side of the square image
-             ) -> np.ndarray:
-    "One radiograph as a `size` x `size` float32 image in [0, 1]"
-    fn = Path(fn)
-    if fn.suffix.lower() in ('.png', '.npy'):
-        x = load_image(fn)
-        if x.shape != (size, size): x = F.interpolate(torch.from_numpy(x)[None, None], size=(size, size), mode='bilinear', antialias=True)[0, 0].clamp(0, 1).numpy()
-        return x
-    return preprocess_radiograph(dcm2float(fn), size=size)
-
-class GrayOpen(Transform):
-    "Open an image file as a one-channel `TensorImageBW` in [0, 1] with `load_gray`"
-    def __init__(self, size:int=128): self.size = size
-    def encodes(self, fn:str|Path): return TensorImageBW(torch.from_numpy(np.ascontiguousarray(load_gray(fn, self.size)))[None])
-
-def GrayImageBlock(size:int=128, # Side of the square images
-                  ) -> TransformBlock:
-    "A `TransformBlock` of one-channel radiographs from files (see `load_gray`)"
-    return TransformBlock(type_tfms=GrayOpen(size))
-
-# %% ../nbs/10_pretrain.ipynb #3cccc53d
+# %% ../nbs/10_pretrain.ipynb #74289f96
 def metadata_dls(files, # Image files, in the order of `targets`' rows
                  targets:pd.DataFrame, # From `metadata_targets`: one column per target
                  size:int=128, # Side of the square images
                  bs:int=32, valid_pct:float=.2, seed:int=0,
-                 mean:float=.5, std:float=.25, # `Normalize` statistics of the [0, 1] images
+                 prep:bool|dict=True, # DICOM preprocessing, as in `radiograph_dls`
+                 mean=GRAY_STATS[0], std=GRAY_STATS[1], # `Normalize` statistics of the [0, 1] images (as `radiograph_dls`)
                  batch_tfms=None, # More batch transforms (e.g. fastai's `aug_transforms(do_flip=False)`)
                  num_workers:int=0, device=None) -> DataLoaders:
     "DataLoaders of images and one category per target; a missing target is the class '#na#' (ignored by the loss)"
@@ -108,7 +86,7 @@ def metadata_dls(files, # Image files, in the order of `targets`' rows
     df = targets.reset_index(drop=True).astype(object).where(targets.reset_index(drop=True).notna(), '#na#')
     df.insert(0, '_file', files)
     names = list(targets.columns)
-    dblock = DataBlock(blocks=(GrayImageBlock(size), *[CategoryBlock(add_na=True) for _ in names]), n_inp=1,
+    dblock = DataBlock(blocks=(RadiographBlock(size, 1, prep), *[CategoryBlock(add_na=True) for _ in names]), n_inp=1,
                        getters=[ColReader('_file'), *[ColReader(n) for n in names]],
                        splitter=RandomSplitter(valid_pct, seed=seed),
                        batch_tfms=[*L(batch_tfms), Normalize.from_stats(mean, std)])
@@ -116,23 +94,7 @@ def metadata_dls(files, # Image files, in the order of `targets`' rows
     dls.targets = names
     return dls
 
-# %% ../nbs/10_pretrain.ipynb #6a7b5b0b
-class PooledClassifier(Module):
-    "A 2-D `body`, global average pooling and a linear head of `n_out` logits; a gray input is repeated to `in_chans`"
-    def __init__(self, body:nn.Module, nf:int, n_out:int, in_chans:int=1):
-        store_attr('body,nf,in_chans'); self.head = nn.Linear(nf, n_out)
-
-    def features(self, x):
-        "Pooled features `(bs, nf)` of images `(bs, C, H, W)`"
-        if x.shape[1] != self.in_chans: x = x[:, :1].expand(-1, self.in_chans, -1, -1)
-        f = self.body(x)
-        return f.mean((-2, -1)) if f.ndim == 4 else f
-
-    def forward(self, x): return self.head(self.features(x))
-
-def pooled_splitter(m): return L(params(m.body), params(m.head))
-
-# %% ../nbs/10_pretrain.ipynb #ea41f4b7
+# %% ../nbs/10_pretrain.ipynb #92dbe4a5
 class MultiTargetLoss(Module):
     "Sum over targets of the cross-entropy of each target's logits; class 0 of each vocabulary ('#na#') is ignored"
     def __init__(self, n_classes:list): self.n_classes = list(n_classes)  # Classes per target, '#na#' excluded
@@ -154,24 +116,23 @@ def _target_acc(i, n_classes):
         return (p[known] == y[known]).float().mean() if known.any() else pred.new_tensor(float('nan'))
     return acc
 
-# %% ../nbs/10_pretrain.ipynb #48f1058d
+# %% ../nbs/10_pretrain.ipynb #97a5938c
 def metadata_learner(dls:DataLoaders, # From `metadata_dls`
                      arch:str='small_cnn', # Backbone, see `kneeai.models.create_backbone`
                      pretrained:bool|str=False, # Start from ImageNet weights (True) or a weight file
-                     in_chans:int=1, # Channels the backbone takes (a gray image is repeated to fill them)
+                     in_chans:int=1, # 1: gray (first conv folded); 3: gray repeated (the DataLoaders must give 3 channels)
                      **kwargs, # Passed to `Learner`
                     ) -> Learner:
     "A `Learner` predicting each metadata target from the pixels, with one accuracy per target"
     n_classes = [len(v) - 1 for v in dls.train_ds.vocab] if len(dls.targets) > 1 else [len(dls.train_ds.vocab) - 1]
-    body,nf = create_backbone(arch, pretrained, in_chans)
-    model = PooledClassifier(body, nf, sum(n_classes), in_chans)
+    model = RadiographNet(arch, sum(n_classes), in_chans, pretrained)
     metrics = [AvgMetric(_target_acc(i, n_classes)) for i in range(len(n_classes))]
     for m,t in zip(metrics, dls.targets): m.func.__name__ = f'acc_{t}'
-    learn = Learner(dls, model, loss_func=MultiTargetLoss(n_classes), metrics=metrics, splitter=pooled_splitter, **kwargs)
-    learn.body_config = dict(arch=arch, in_chans=in_chans, nf=nf)
+    learn = Learner(dls, model, loss_func=MultiTargetLoss(n_classes), metrics=metrics, splitter=radiograph_splitter, **kwargs)
+    learn.body_config = dict(arch=arch, in_chans=in_chans, nf=model.nf)
     return learn
 
-# %% ../nbs/10_pretrain.ipynb #79ecf897
+# %% ../nbs/10_pretrain.ipynb #0a706674
 def metadata_review(learn:Learner, # From `metadata_learner`
                     dl=None, # Images to check (default: `learn.dls.valid`)
                     threshold:float=.9, # List predictions whose probability is below this
@@ -193,7 +154,7 @@ def metadata_review(learn:Learner, # From `metadata_learner`
     if not all_rows: df = df[(df.probability < threshold) | (df.agrees == False)]
     return df.sort_values(['agrees', 'probability'], key=lambda s: s.astype(float) if s.name == 'agrees' else s).reset_index(drop=True)
 
-# %% ../nbs/10_pretrain.ipynb #db088ce3
+# %% ../nbs/10_pretrain.ipynb #566c1db1
 def save_body(body:nn.Module|Learner, # A backbone, or a learner whose model has a `.body` (metadata or SSL learner)
               fn, # The weight file to write (`.safetensors`); its config goes next to it as `.json`
               arch:str|None=None, # The backbone's name for `create_backbone` (default: the learner's)
@@ -231,7 +192,7 @@ def load_body(fn, # A weight file written by `save_body`
     except RuntimeError as e: raise ModelError(fn, f'the weights do not fit {cfg["arch"]} ({str(e).splitlines()[0]})') from None
     return body, nf
 
-# %% ../nbs/10_pretrain.ipynb #1c85138f
+# %% ../nbs/10_pretrain.ipynb #d0f8180b
 def _fits(m:nn.Module, state:dict) -> bool:
     sd = m.state_dict()
     return len(sd) == len(state) and all(k in state and state[k].shape == v.shape for k,v in sd.items())
@@ -255,7 +216,7 @@ def transfer_body(target:nn.Module|Learner, # A model, or a learner (e.g. from `
     if freeze and isinstance(target, Learner): target.freeze()
     return done
 
-# %% ../nbs/10_pretrain.ipynb #1ab04d56
+# %% ../nbs/10_pretrain.ipynb #9acd5152
 def nt_xent(z1:torch.Tensor, # Projections of the first views `(n, d)`
             z2:torch.Tensor, # Projections of the second views `(n, d)`, row i the partner of `z1[i]`
             temperature:float=.5, # Softmax temperature (SimCLR: 0.5 for small batches, 0.1 for large ones)
@@ -273,7 +234,7 @@ class NTXentLoss(Module):
     def __init__(self, temperature:float=.5): self.temperature = temperature
     def forward(self, pred, *ys): return nt_xent(*pred.chunk(2), temperature=self.temperature)
 
-# %% ../nbs/10_pretrain.ipynb #1ea00f3b
+# %% ../nbs/10_pretrain.ipynb #61c63dae
 def ssl_augment(size:int, # Side of the output views
                 min_scale:float=.35, # Smallest crop, as a share of the image area
                 rotate:float=10., # Largest rotation, degrees
@@ -293,7 +254,7 @@ def ssl_augment(size:int, # Side of the output views
         K.RandomGaussianBlur((5, 5), (.1, 1.5), p=blur),
         K.RandomGaussianNoise(std=noise, p=.5))
 
-# %% ../nbs/10_pretrain.ipynb #5f570ee5
+# %% ../nbs/10_pretrain.ipynb #99cad2f0
 def unit_range_fns(dls:DataLoaders, # DataLoaders whose batches are normalised (or not) by fastai's `Normalize` or kneeai's `NormalizeVolume`
                   ) -> tuple:
     "Functions taking a batch tensor to [0, 1] intensities and back, from the normalisation `dls` applies"
@@ -309,13 +270,13 @@ def unit_range_fns(dls:DataLoaders, # DataLoaders whose batches are normalised (
             return (lambda x: x*(s/255) + m/255), (lambda x: x*(255/s) - m/s)
     return noop, noop
 
-# %% ../nbs/10_pretrain.ipynb #996caec4
+# %% ../nbs/10_pretrain.ipynb #b78294f9
 class SimCLR(Callback):
     "Replace each batch by two augmented views of its images, stacked, for a model ending in a projection head and `NTXentLoss`"
     order = 5
     def __init__(self, aug:nn.Module|None=None, # From `ssl_augment` (default: `ssl_augment` at the batch's size)
-                ):
-        self.aug = aug
+                 in_chans:int|None=None): # Repeat a gray batch to this many channels (for a 3-channel backbone)
+        store_attr()
 
     def before_fit(self):
         self.to01,self.back = unit_range_fns(self.dls)
@@ -324,14 +285,15 @@ class SimCLR(Callback):
     def views(self, x:torch.Tensor) -> torch.Tensor:
         "Two augmented views of each image of `x` `(bs, C, H, W)`, stacked: `(2*bs, C, H, W)`"
         x = self.to01(TensorBase(x).as_subclass(torch.Tensor)).clamp(0, 1)
-        return self.back(torch.cat([self.aug(x), self.aug(x)]).clamp(0, 1))
+        v = self.back(torch.cat([self.aug(x), self.aug(x)]).clamp(0, 1))
+        return v[:, :1].expand(-1, self.in_chans, -1, -1) if self.in_chans and v.shape[1] != self.in_chans else v
 
     def before_batch(self):
         x = self.xb[0]
         self.learn.xb = (self.views(x),)
         self.learn.yb = (torch.zeros(2*len(x), device=x.device),)  # a placeholder, so that fastai computes the loss
 
-# %% ../nbs/10_pretrain.ipynb #56dd5015
+# %% ../nbs/10_pretrain.ipynb #11388b06
 def ssl_learner(dls:DataLoaders, # Batches whose first element is images `(bs, C, H, W)`; labels, if any, are ignored
                 arch:str='small_cnn', # Backbone, see `kneeai.models.create_backbone`
                 pretrained:bool|str=False, # Start from ImageNet weights (True) or a weight file
@@ -342,25 +304,26 @@ def ssl_learner(dls:DataLoaders, # Batches whose first element is images `(bs, C
                 **kwargs, # Passed to `Learner`
                ) -> Learner:
     "A `Learner` that pretrains a backbone with SimCLR on `dls`' images"
-    body,nf = create_backbone(arch, pretrained, in_chans)
-    model = PooledClassifier(body, nf, 1, in_chans)
+    model = RadiographNet(arch, 1, in_chans, pretrained)
+    nf = model.nf
     model.head = nn.Sequential(nn.Linear(nf, nf), nn.ReLU(inplace=True), nn.Linear(nf, proj_dim))
-    learn = Learner(dls, model, loss_func=NTXentLoss(temperature), cbs=SimCLR(aug), splitter=pooled_splitter, **kwargs)
+    learn = Learner(dls, model, loss_func=NTXentLoss(temperature), cbs=SimCLR(aug, in_chans), splitter=radiograph_splitter, **kwargs)
     learn.body_config = dict(arch=arch, in_chans=in_chans, nf=nf)
     return learn
 
-# %% ../nbs/10_pretrain.ipynb #672c2eb3
+# %% ../nbs/10_pretrain.ipynb #a8acb346
 def image_dls(files, # Image files (DICOM, or PNG/npy from `kneeai preprocess`); no labels needed
               size:int=128, bs:int=64, valid_pct:float=.1, seed:int=0,
-              mean:float=.5, std:float=.25, # `Normalize` statistics of the [0, 1] images
+              prep:bool|dict=True, # DICOM preprocessing, as in `radiograph_dls`
+              mean=GRAY_STATS[0], std=GRAY_STATS[1], # `Normalize` statistics of the [0, 1] images (as `radiograph_dls`)
               num_workers:int=0, device=None) -> DataLoaders:
-    "DataLoaders of unlabelled one-channel images, e.g. for `ssl_learner`"
+    "DataLoaders of unlabelled one-channel radiographs, e.g. for `ssl_learner`"
     files = [str(f) for f in files]
-    dblock = DataBlock(blocks=(GrayImageBlock(size),), splitter=RandomSplitter(valid_pct, seed=seed),
+    dblock = DataBlock(blocks=(RadiographBlock(size, 1, prep),), splitter=RandomSplitter(valid_pct, seed=seed),
                        batch_tfms=Normalize.from_stats(mean, std))
     return dblock.dataloaders(files, bs=min(bs, len(files)), num_workers=num_workers, device=device, drop_last=True)
 
-# %% ../nbs/10_pretrain.ipynb #4105f7a6
+# %% ../nbs/10_pretrain.ipynb #33a2278b
 class SliceOpen(Transform):
     "Open slice `i` of a list of `(volume file, slice index)` as a `TensorImageBW` in [0, 1] at `size`"
     def __init__(self, refs:list, size:int|None=None): self.refs,self.size = refs,size
