@@ -191,3 +191,21 @@ def test_a_heatmap_failure_leaves_the_probabilities(tiny, monkeypatch):
     assert errors(at) == ['The heatmaps could not be computed: RuntimeError: boom']
     assert [e.message for e in at.exception] == ['boom']  # the traceback, in the page's 'Details for a bug report'
     assert list(shown_probs(at).index) == list(MRNET_TASKS)
+
+def test_pickled_model_loads_with_trust_pickle(tiny, tmp_path, monkeypatch):
+    from kneeai.synthetic import synth_mrnet
+    from kneeai.volumes import mrnet_dls
+    from kneeai.train import mrnet_learner, load_model
+    from kneeai.app import exam_probs, read_exam
+    _,exam = tiny
+    data = synth_mrnet(tmp_path/'mrnet', n_train=12, n_valid=2, size=32, seed=1, progress=False)
+    learn = mrnet_learner(mrnet_dls(data, bs=4, size=32, num_workers=0, seed=0, device='cpu'), 'small_cnn', in_chans=1, csv_log=False, path=tmp_path)
+    (tmp_path/'pkl').mkdir()
+    learn.export(tmp_path/'pkl'/'export.pkl')
+    at = start(monkeypatch, '--model', tmp_path/'pkl', '--trust-pickle')
+    at.file_uploader[0].set_value(exam_files(exam)).run()
+    assert not at.exception and errors(at) == []
+    m,cfg = load_model(tmp_path/'pkl', trust_pickle=True)
+    ref = exam_probs(m, cfg, read_exam([exam/f'{p}.npy' for p in PLANES])).iloc[0]
+    np.testing.assert_allclose(shown_probs(at).probability, ref[list(MRNET_TASKS)].astype(float), atol=5e-5 + 1e-6)
+    assert set(shown_probs(at).threshold) == {.5}  # an exported learner without tuned thresholds
