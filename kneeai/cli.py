@@ -161,9 +161,11 @@ def _train_mrnet(args):
 def _predict(args):
     from kneeai.train import predict_exams, predict_split
     from kneeai.core import DataError
-    if bool(args.data) == bool(args.exams): raise DataError(reason='give exam folders, or --data MRNET_DIR (with --split), not both')
-    df = (predict_split(args.model, args.data, args.split, device=args.device) if args.data
-          else predict_exams(args.model, args.exams, device=args.device))
+    if _is_radiograph_model(args.model): df = _predict_radiographs(args)
+    else:
+        if bool(args.data) == bool(args.exams): raise DataError(reason='give exam folders, or --data MRNET_DIR (with --split), not both')
+        df = (predict_split(args.model, args.data, args.split, device=args.device) if args.data
+              else predict_exams(args.model, args.exams, device=args.device))
     if args.csv: print(df.to_csv(float_format='%.6f'), end='')
     else: print(json.dumps({i: {k: (None if v != v else v) for k,v in r.items()} for i,r in df.to_dict('index').items()}, indent=2))
     if 'error' in df and df['error'].notna().any():
@@ -201,9 +203,10 @@ def _add_models(sub):
     m.add_argument('--device', default=None, help="'cpu', 'cuda', ... (default: the best available)")
     m.add_argument('--workers', type=int, default=None, help='data loader processes')
     m.set_defaults(func=_train_mrnet)
-    p = sub.add_parser('predict', help='per-task probabilities of exams', description='Print per-task probabilities as JSON (or CSV).')
+    _add_train_radiographs(kinds)
+    p = sub.add_parser('predict', help='per-task (per-class) probabilities of exams or radiographs', description='Print per-task probabilities as JSON (or CSV).')
     p.add_argument('--model', type=Path, required=True, help='a model folder (model.safetensors + config.json)')
-    p.add_argument('exams', nargs='*', type=Path, help='exam folders holding sagittal.npy, coronal.npy, axial.npy')
+    p.add_argument('exams', nargs='*', type=Path, help='exam folders holding sagittal.npy, coronal.npy, axial.npy; for a radiograph model, DICOM or image files')
     p.add_argument('--data', type=Path, help='or: an MRNet folder, to predict every exam of --split')
     p.add_argument('--split', default='valid', help="the split of --data (default: 'valid')")
     p.add_argument('--csv', action='store_true', help='CSV with an id column and one column per task')
@@ -221,6 +224,65 @@ def _add_models(sub):
     d.add_argument('--device', default=None)
     d.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
     d.set_defaults(func=_demo)
+
+# %% ../nbs/13_cli.ipynb #2c971481
+_RADIOGRAPH_TASKS = ('fracture', 'schatzker', 'kl', 'multilabel')
+_RADIOGRAPH_LOSSES = ('ce', 'weighted_ce', 'focal', 'weighted_focal', 'bce', 'weighted_bce', 'coral')
+
+def _train_radiographs(args):
+    from kneeai.radiographs import train_radiographs
+    from kneeai.metrics import format_report
+    label_col = _csv_list(args.label_col) if args.label_col and args.task == 'multilabel' else args.label_col
+    res = train_radiographs(args.data, args.out, task=args.task, path=args.images, fn_col=args.fn_col, label_col=label_col,
+                            patient_col=None if args.patient_col.lower() == 'none' else args.patient_col, arch=args.arch,
+                            pretrained=args.pretrained, loss=args.loss, sampler=args.sampler, size=args.size, in_chans=args.in_chans,
+                            prep=not args.no_prep, clahe=args.clahe, epochs=args.epochs, bs=args.bs, lr=args.lr, valid_pct=args.valid_pct,
+                            test_pct=args.test_pct, patience=args.patience, seed=args.seed, device=args.device, num_workers=args.workers,
+                            n_boot=args.n_boot)
+    if 'report' in res: print(format_report(res['report']).to_string())
+    print(f"model, report, confusion matrix and training log in {res['out']}")
+
+def _add_train_radiographs(kinds):
+    r = kinds.add_parser('radiographs', help='a radiograph classifier from a labels CSV (DICOM or image files)',
+                         description='Train a radiograph classifier on a labels CSV (one row per image) and report on a patient-grouped test split.')
+    r.add_argument('--data', type=Path, required=True, help="labels CSV, one row per image (file names relative to its folder)")
+    r.add_argument('--out', type=Path, required=True, help='folder for the model, report, confusion matrix and training log')
+    r.add_argument('--task', choices=_RADIOGRAPH_TASKS, default='fracture', help='what to learn (default: fracture)')
+    r.add_argument('--label-col', default=None, help='label column (default: fracture, schatzker or kl_grade); multilabel: comma-separated 0/1 columns')
+    r.add_argument('--fn-col', default=None, help="file-name column (default: 'file', 'path' or 'fn', whichever is present)")
+    r.add_argument('--patient-col', default='patient_id', help="patient column, for patient-grouped splits ('none': split images; default: patient_id)")
+    r.add_argument('--images', type=Path, default=None, help="folder the file names are relative to (default: the CSV's folder)")
+    r.add_argument('--arch', default='resnet18', help="body: resnet18, densenet121, ..., a timm name, or small_cnn (quick on a CPU)")
+    r.add_argument('--pretrained', action='store_true', help='start from ImageNet weights (downloaded or cached)')
+    r.add_argument('--in-chans', type=int, choices=(1, 3), default=1, help='1: gray (first conv folded); 3: gray repeated (default: 1)')
+    r.add_argument('--size', type=int, default=224, help='side of the square network input (default: 224)')
+    r.add_argument('--no-prep', action='store_true', help='DICOM: no knee crop, cleaning or CLAHE, only percentile scaling')
+    r.add_argument('--clahe', type=float, default=None, help='CLAHE clip limit applied to every batch (e.g. 0.01; default: none)')
+    r.add_argument('--loss', choices=_RADIOGRAPH_LOSSES, default=None, help='default: cross-entropy (BCE for multilabel); coral: ordinal head for schatzker/kl')
+    r.add_argument('--sampler', choices=('batch', 'weighted'), default=None, help='rebalance the training batches (default: none)')
+    r.add_argument('--epochs', type=int, default=10)
+    r.add_argument('--bs', type=int, default=16, help='images per batch (default: 16)')
+    r.add_argument('--lr', type=float, default=1e-3, help='maximum learning rate')
+    r.add_argument('--valid-pct', type=float, default=.2, help='part of the training patients held out to pick the best epoch (default: 0.2)')
+    r.add_argument('--test-pct', type=float, default=.2, help="part of the patients held out for the report, unless a 'split' column names test rows (default: 0.2)")
+    r.add_argument('--patience', type=int, default=None, help='stop after this many epochs without improvement')
+    r.add_argument('--n-boot', type=int, default=2000, help="bootstrap resamples for the report's intervals (default: 2000)")
+    r.add_argument('--seed', type=int, default=42)
+    r.add_argument('--device', default=None, help="'cpu', 'cuda', ... (default: the best available)")
+    r.add_argument('--workers', type=int, default=None, help='data loader processes')
+    r.set_defaults(func=_train_radiographs)
+
+def _is_radiograph_model(model_dir) -> bool:
+    "Whether `model_dir` holds a radiograph model (its config.json says `kind: RadiographNet`)"
+    try: cfg = json.loads((Path(model_dir)/'config.json').read_text())
+    except (OSError, ValueError): return False
+    return isinstance(cfg, dict) and (cfg.get('model') or {}).get('kind') == 'RadiographNet'
+
+def _predict_radiographs(args):
+    from kneeai.radiographs import predict_images
+    from kneeai.core import DataError
+    if args.data or not args.exams: raise DataError(args.model, 'a radiograph model predicts DICOM or image files', hint='kneeai predict --model DIR FILE...')
+    return predict_images(args.model, args.exams, device=args.device)
 
 # %% ../nbs/13_cli.ipynb #b9716ac3
 class _PassThrough(argparse.ArgumentParser):
