@@ -209,3 +209,19 @@ def test_pickled_model_loads_with_trust_pickle(tiny, tmp_path, monkeypatch):
     ref = exam_probs(m, cfg, read_exam([exam/f'{p}.npy' for p in PLANES])).iloc[0]
     np.testing.assert_allclose(shown_probs(at).probability, ref[list(MRNET_TASKS)].astype(float), atol=5e-5 + 1e-6)
     assert set(shown_probs(at).threshold) == {.5}  # an exported learner without tuned thresholds
+
+def test_real_mrnet_exam(tiny, tmp_path, monkeypatch):
+    "One of MRNet's own exams (256 px, its own slice counts), when the reference samples are on this machine"
+    from kneeai.core import reference_data
+    samples = reference_data('mrnet-samples')
+    if samples is None: pytest.skip('the MRNet sample exams (shared/data/mrnet-samples) are not on this machine')
+    model,_ = tiny
+    exam = tmp_path/'1220'
+    exam.mkdir()
+    for p in PLANES: shutil.copy(samples/'valid'/p/'1220.npy', exam/f'{p}.npy')
+    at = start(monkeypatch, '--model', model)
+    at.file_uploader[0].set_value(exam_files(exam)).run()
+    assert not at.exception and errors(at) == []
+    ref = predict_exams(model, [exam]).iloc[0]
+    np.testing.assert_allclose(shown_probs(at).probability, ref[list(MRNET_TASKS)].astype(float), atol=5e-5 + 1e-6)
+    for s,p in zip(at.main.slider, PLANES): assert s.max == len(np.load(exam/f'{p}.npy')) - 1
