@@ -180,7 +180,9 @@ def _demo(args):
     print(f"\nkneeai demo: {res['n_test']} synthetic test exams, model trained on {res['n_train']} (thresholds tuned on {res['n_tune']} held out)")
     print(format_report(res['report']).to_string())
     print(f"\n{res['seconds']} s. Data: {res['data']}\nModel: {res['out']/'model'}\nReport: {res['out']/'report.md'}, ROC curves: {res['out']/'roc.png'}")
+    if 'gradcam' in res: print(f"GradCAM of a test exam ({', '.join(t for t,v in res['example_labels'].items() if v) or 'no finding'}): {res['gradcam']}")
     print(f"Try: kneeai predict --model {res['out']/'model'} --data {res['data']} --split valid --csv")
+    if 'example_exam' in res: print(f"     kneeai explain --model {res['out']/'model'} {res['example_exam']} --out {res['out']/'explain'}")
 
 def _add_models(sub):
     p = sub.add_parser('train', help='train a model', description='Train a model and report on the test split.')
@@ -326,8 +328,38 @@ def _add_app(sub):
     p.add_argument('--max-upload-mb', type=float, default=200, help='largest upload, in MB (default: 200)')
     p.set_defaults(func=_app, streamlit_args=[])
 
+# %% ../nbs/13_cli.ipynb #e7a1c0df
+def _explain(args):
+    from kneeai.interpret import explain
+    res = explain(args.model, args.inputs, args.out, tasks=args.task, method=args.method, k=args.top, device=args.device)
+    failed = [s['error'] for s in res.values() if 'error' in s]
+    for name,s in res.items():
+        if 'tasks' in s:
+            for t,d in s['tasks'].items():
+                tops = '; '.join(f"{p} {', '.join(map(str, v['top_slices']))}" for p,v in d['planes'].items())
+                print(f"{Path(name).name} {t}: p = {d['prob']:.3f}; most important slices (0-based): {tops}")
+        elif 'classes' in s: print(f"{Path(name).name}: {', '.join(s['classes'])} (p = {max(s['probs'].values()):.3f})")
+    print(f'overlays in {args.out}')
+    for e in failed: print(f'kneeai explain: {e}', file=sys.stderr)
+    if failed: raise SystemExit(1)
+
+def _add_explain(sub):
+    p = sub.add_parser('explain', help='GradCAM overlays (PNG) of exams or radiographs, the most important slices ranked',
+                       description='Write GradCAM overlays of MRNet exam folders (the top slices of each plane, a mosaic and '
+                                   'explain.json per task) or, for a radiograph model, of DICOM or image files.')
+    p.add_argument('--model', type=Path, required=True, help='a model folder (model.safetensors + config.json)')
+    p.add_argument('inputs', nargs='+', type=Path, metavar='EXAM',
+                   help='exam folders holding sagittal.npy, coronal.npy, axial.npy; for a radiograph model, DICOM or image files or folders')
+    p.add_argument('--out', type=Path, required=True, help='folder to write the PNGs and explain.json to')
+    p.add_argument('--task', type=_csv_list, default=None,
+                   help='comma-separated tasks to explain (default: every task); radiographs: classes (default: the most probable)')
+    p.add_argument('--method', choices=('gradcam', 'gradcampp'), default='gradcam', help='GradCAM or GradCAM++ (default: gradcam)')
+    p.add_argument('--top', type=int, default=3, help='slices per plane to write (default: 3)')
+    p.add_argument('--device', default=None)
+    p.set_defaults(func=_explain)
+
 # %% ../nbs/13_cli.ipynb #e5ed01ce
-_SUBCOMMANDS = [_add_version, _add_synth, _add_dicom, _add_preprocess, _add_models, _add_app]
+_SUBCOMMANDS = [_add_version, _add_synth, _add_dicom, _add_preprocess, _add_models, _add_app, _add_explain]
 
 def kneeai_parser() -> argparse.ArgumentParser:
     "The argument parser of the `kneeai` command, with every subcommand"

@@ -7,7 +7,7 @@ Docs: https://kneeai.github.io/kneeai/train.html.md"""
 
 # %% ../nbs/09_train.ipynb #68092026
 from __future__ import annotations
-import json, time
+import contextlib, json, shutil, time
 from importlib import import_module
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -268,6 +268,13 @@ def fit_head_cached(learn:Learner, # From `mrnet_learner`; its backbones are not
     return learn
 
 # %% ../nbs/09_train.ipynb #89326f4d
+def _quiet(learn:Learner, progress:bool):
+    "A context without fastai's progress bars and epoch table, unless `progress`"
+    if progress: return contextlib.nullcontext()
+    ctx = contextlib.ExitStack()
+    ctx.enter_context(learn.no_bar()); ctx.enter_context(learn.no_logging())
+    return ctx
+
 def train_mrnet(data, # An MRNet folder
                 out, # Folder for the model, report, plots and log
                 tasks=MRNET_TASKS, planes=PLANES, # What to learn, from which planes
@@ -280,20 +287,23 @@ def train_mrnet(data, # An MRNet folder
                 seed:int=42, device=None, num_workers:int|None=None,
                 n_boot:int=2000, # Bootstrap resamples for the report's intervals
                 test_split:str|None='valid', # The split to report on (MRNet's test set); None: no report
+                progress:bool=True, # fastai's progress bars and epoch table
                ) -> dict:
     "Train a `TripleMRNet` on `data`, tune thresholds on held-out training exams, report on the test split, save all"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
     dls = mrnet_dls(data, tasks, planes, bs=bs, valid_pct=valid_pct, seed=seed, size=size, device=device, num_workers=num_workers)
     learn = mrnet_learner(dls, arch, pretrained, shared, in_chans, patience=patience, path=out)
+    quiet = lambda: _quiet(learn, progress)
     t0 = time.perf_counter()
-    if pretrained: learn.fine_tune(epochs, lr)
-    else: learn.fit_one_cycle(epochs, lr)
+    with quiet():
+        if pretrained: learn.fine_tune(epochs, lr)
+        else: learn.fit_one_cycle(epochs, lr)
     res = dict(train_seconds=round(time.perf_counter() - t0, 1), n_train=len(dls.train_ds), n_tune=len(dls.valid_ds))
-    tune_thresholds(learn)
+    with quiet(): tune_thresholds(learn)
     if test_split:
         tdl = mrnet_test_dl(data, test_split, tasks, bs=bs, device=dls.device, **_data_kwargs(dls.data_config))
-        probs,targs = learn.get_preds(dl=tdl)
+        with quiet(): probs,targs = learn.get_preds(dl=tdl)
         rep = mrnet_report(targs.numpy(), probs.numpy(), dls.data_config['tasks'], thresholds=learn.thresholds, n_boot=n_boot, seed=seed)
         rep.to_csv(out/'report.csv')
         (out/'report.md').write_text(f'# {test_split} split: {len(probs)} exams\n\n' + report_markdown(rep) + '\n')
@@ -306,11 +316,25 @@ def train_mrnet(data, # An MRNet folder
     return res
 
 # %% ../nbs/09_train.ipynb #072f5469
+def _demo_gradcam(res:dict, data:Path, out:Path) -> dict:
+    "Copy one torn-ACL test exam (else the first abnormal one) to `out/example_exam` and write its GradCAM overlays"
+    from kneeai.volumes import mrnet_df
+    from kneeai.interpret import explain_exam
+    test = mrnet_df(data, 'valid')
+    pick = test[test['acl'] == 1] if test['acl'].any() else test[test['abnormal'] == 1]
+    if not len(pick): return {}
+    row,exam = pick.iloc[0],out/'example_exam'
+    exam.mkdir(exist_ok=True)
+    for p in PLANES: shutil.copyfile(row[p], exam/f'{p}.npy')
+    model,cfg = load_model(out/'model', device='cpu')
+    summary = explain_exam(model, cfg, exam, out/'gradcam')
+    return dict(example_exam=exam, gradcam=out/'gradcam', example_labels={t: int(row[t]) for t in MRNET_TASKS}, gradcam_summary=summary)
+
 def mrnet_demo(out=None, # Folder for the data, model and report (default: `~/.kneeai/demo`)
                n_train:int=160, n_valid:int=40, # Synthetic exams
                size:int=64, # Slice side in pixels
                epochs:int=12, bs:int=8, lr:float=3e-3, seed:int=0,
-               difficulty:str|float='easy', # Lesion size and contrast of the synthetic exams
+               difficulty:str|float='default', # Lesion size and contrast of the synthetic exams
                arch:str='small_cnn', # Backbone: the small from-scratch CNN learns quickly on the CPU
                device=None, progress:bool=True) -> dict:
     "Make a synthetic MRNet set, train a `TripleMRNet` on it, and write the model and its report to `out`"
@@ -319,6 +343,7 @@ def mrnet_demo(out=None, # Folder for the data, model and report (default: `~/.k
     out = Path(ifnone(out, kneeai_home()/'demo'))
     t0 = time.perf_counter()
     data = synth_mrnet(out/'data', n_train=n_train, n_valid=n_valid, size=size, seed=seed, difficulty=difficulty, progress=progress)
-    res = train_mrnet(data, out, arch=arch, in_chans=1 if arch == 'small_cnn' else 3, epochs=epochs, bs=bs, lr=lr, seed=seed, device=device)
-    res.update(data=data, seconds=round(time.perf_counter() - t0, 1))
+    res = train_mrnet(data, out, arch=arch, in_chans=1 if arch == 'small_cnn' else 3, epochs=epochs, bs=bs, lr=lr, seed=seed,
+                      device=device, progress=progress)
+    res.update(data=data, **_demo_gradcam(res, data, out), seconds=round(time.perf_counter() - t0, 1))
     return res
