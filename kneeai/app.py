@@ -202,11 +202,17 @@ def slice_view(volume:np.ndarray, # `(S, H, W)`
 # %% ../nbs/14_app.ipynb #3bef30bb
 _SUFFIX = {'dicom': '.dcm', 'png': '.png', 'jpeg': '.jpg'}
 
+def _unique(name, taken):
+    "`name`, or `name (2)`, `name (3)`, ... where it is taken"
+    k,new = 1,name
+    while new in taken: k,new = k + 1,f'{name} ({k + 1})'
+    return new
+
 def read_images(files, # DICOM, PNG or JPEG files (see `upload_items`)
                 cfg:dict, # The radiograph model's config
                 max_mb:float=MAX_UPLOAD_MB, # Limit of what the files hold together, in MiB
                ) -> dict: # name -> the model's input `(C, H, W)`
-    "Uploaded radiographs prepared for the model as `kneeai.radiographs.predict_images` prepares files"
+    "Uploaded radiographs prepared for the model as `kneeai.radiographs.predict_images` prepares files; a repeated name gets ' (2)'"
     from kneeai.radiographs import load_radiograph
     files = upload_items(files)
     check_upload_size(files, max_mb)
@@ -215,7 +221,7 @@ def read_images(files, # DICOM, PNG or JPEG files (see `upload_items`)
         for i,(name,data) in enumerate(files):
             kind = file_kind(data)
             if kind not in IMAGE_KINDS: raise DataError(name, 'not a DICOM, PNG or JPEG file', hint=_ANY_HINT)
-            if name in res: raise DataError(name, 'uploaded twice')
+            name = _unique(name, res)
             (fn := Path(d)/f'{i}{_SUFFIX[kind]}').write_bytes(data)
             try: res[name] = load_radiograph(fn, **cfg['data'])
             except KneeaiError as e: raise type(e)(name, e.reason, e.hint) from None
@@ -347,7 +353,6 @@ def _result_state(st, key, make):
     return state[key]
 
 def _exam_section(st, model, cfg, files, args, key, path, ctl):
-    from kneeai.interpret import exam_cams
     def make():
         vols = read_exam(files, cfg['data']['planes'], args.max_upload_mb)
         name = Path(files[0][0]).stem if len(files) == 1 else 'exam'
@@ -359,6 +364,7 @@ def _exam_section(st, model, cfg, files, args, key, path, ctl):
     ck = (task, ctl['method'])
     if ck not in res['cams']:
         try:
+            from kneeai.interpret import exam_cams
             with st.spinner('Computing the heatmaps…'), ctl['lock']: res['cams'][ck] = exam_cams(model, res['vols'], cfg, task=task, method=ctl['method'])
         except Exception as e: return _fail(st, e, 'The heatmaps could not be computed')
     for col,p in zip(st.columns(len(cfg['data']['planes'])), cfg['data']['planes']):
@@ -371,7 +377,6 @@ def _exam_section(st, model, cfg, files, args, key, path, ctl):
         col.bar_chart(pd.DataFrame({'contribution to the logit': c['scores']}), height=120, x_label='slice', y_label='')
 
 def _image_section(st, model, cfg, files, args, key, path, ctl):
-    from kneeai.interpret import image_cam, overlay
     names = class_names(cfg)
     def make():
         xs = read_images(files, cfg, args.max_upload_mb)
@@ -386,11 +391,13 @@ def _image_section(st, model, cfg, files, args, key, path, ctl):
     for j,(name,x) in enumerate(res['xs'].items()):
         t = int(res['probs'].loc[name].to_numpy().argmax()) if target == 'the most probable' else names.index(target)
         ck = (name, t, ctl['method'])
-        if ck not in res['cams']:
-            try:
+        try:
+            from kneeai.interpret import image_cam, overlay
+            if ck not in res['cams']:
                 with ctl['lock']: res['cams'][ck] = image_cam(model, x, cfg, target=t, method=ctl['method'])
-            except Exception as e: return _fail(st, e, 'The heatmaps could not be computed')
-        cols[j % len(cols)].image(overlay(x[0].numpy(), res['cams'][ck], ctl['alpha']), caption=f'{name}: {names[t]}', width='stretch')
+            view = overlay(x[0].numpy(), res['cams'][ck], ctl['alpha'])
+        except Exception as e: return _fail(st, e, 'The heatmaps could not be computed')
+        cols[j % len(cols)].image(view, caption=f'{name}: {names[t]}', width='stretch')
 
 def _dicom_section(st, files, phi):
     dcm = [(n, d) for n,d in files if file_kind(d) == 'dicom']
