@@ -152,13 +152,14 @@ def test_radiographs_show_the_probabilities_of_predict_images(xr_model, monkeypa
     png = tmp_path/'knee.png'
     Image.fromarray((np.random.default_rng(0).random((48, 40))*255).astype(np.uint8)).save(png)
     files = [*dcms, png]
-    uploads = [(f'{i}_{f.name}', f.read_bytes(), 'application/octet-stream') for i,f in enumerate(files)]
+    uploads = [(f.name, f.read_bytes(), 'application/octet-stream') for f in files]
+    assert [n for n,_,_ in uploads[:3]] == ['IM0001.dcm', 'IM0002.dcm', 'IM0001.dcm']  # DICOM names repeat across studies
     at = start(monkeypatch, '--model', model)
     at.file_uploader[0].set_value(uploads).run()
     assert not at.exception and errors(at) == []
     t = at.main.table[0].value.reset_index()
     ref = predict_images(model, files)
-    for (name,_,_),f in zip(uploads, files):
+    for name,f in zip(['IM0001.dcm', 'IM0002.dcm', 'IM0001.dcm (2)', 'knee.png'], files):
         for cls,label in (('0', 'no fracture'), ('1', 'fracture')):
             shown = float(t[(t.input == name) & (t.task == label)].probability.iloc[0])
             assert abs(shown - ref.loc[str(f), cls]) <= 5e-5 + 1e-6
