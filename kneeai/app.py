@@ -307,8 +307,8 @@ def _choose_model(st, args):
     if how == 'demo' and not st.session_state.get('kneeai_use_demo'):
         st.info(f'No model was given (`--model DIR`). `kneeai demo` made one at `{path}`: it was trained on synthetic '
                 'exams, to show how the app works, and knows nothing about real knees.')
-        if not st.button('Use the demo model', key='use_demo'): return None, how
-        st.session_state['kneeai_use_demo'] = True
+        st.button('Use the demo model', key='use_demo', on_click=st.session_state.update, kwargs=dict(kneeai_use_demo=True))
+        return None, how
     if how == 'none':
         st.error('No model: start the app with `kneeai app --model DIR` (a folder written by `kneeai train`), or run '
                  '`kneeai demo` to train a demo model on synthetic data and reload this page.')
@@ -436,7 +436,10 @@ def page(argv=None # The app's arguments (default: `sys.argv[1:]`, as `streamlit
     ctl['lock'] = st.cache_resource(_new_lock)()
     what = 'an MRNet exam (sagittal.npy, coronal.npy, axial.npy, or a .zip of them)' if kind == 'TripleMRNet' else 'radiographs (DICOM, PNG or JPEG)'
     ups = st.file_uploader(f'Upload {what}', accept_multiple_files=True, key='uploads')
-    if not ups: return st.info(f'This model reads {what}. At most {args.max_upload_mb:g} MB in all.')
+    if not ups:
+        example = Path(path).parent/'example_exam'  # written by `kneeai demo` next to its model
+        hint = f' `kneeai demo` left an exam to try in `{example}`.' if how == 'demo' and example.is_dir() else ''
+        return st.info(f'This model reads {what}. At most {args.max_upload_mb:g} MB in all.{hint}')
     try:
         files = upload_items(ups)
         check_upload_size(files, args.max_upload_mb)

@@ -108,10 +108,12 @@ def test_without_model_says_how_to_make_one(tmp_path, monkeypatch):
 def test_without_model_offers_the_demo_model(tiny, tmp_path, monkeypatch):
     model,exam = tiny
     shutil.copytree(model, tmp_path/'demo'/'model')
+    shutil.copytree(exam, tmp_path/'demo'/'example_exam')  # as `kneeai demo` leaves one
     at = start(monkeypatch, home=tmp_path)
     assert 'kneeai demo' in at.info[0].value and not at.file_uploader
     at.button(key='use_demo').click().run()
     assert not at.exception and len(at.file_uploader) == 1
+    assert len(at.info) == 1 and str(tmp_path/'demo'/'example_exam') in at.info[0].value  # the offer is gone
     at.file_uploader[0].set_value(exam_files(exam)).run()
     assert list(shown_probs(at).index) == list(MRNET_TASKS)
 
