@@ -1,0 +1,76 @@
+"End-to-end tests of `kneeai explain`: a tiny saved model, a synthetic exam folder, the PNGs and explain.json it writes."
+import json, shutil, subprocess, sys
+from pathlib import Path
+from types import SimpleNamespace
+import numpy as np, pytest
+
+def _kneeai():
+    exe = Path(sys.executable).parent/'kneeai'
+    if exe.exists(): return str(exe)
+    found = shutil.which('kneeai')
+    if not found: pytest.fail('the kneeai console script is not installed: run `make install`')
+    return found
+
+def kneeai_cmd(*args, timeout=180):
+    return subprocess.run([_kneeai(), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+PLANES = ('sagittal', 'coronal', 'axial')
+
+@pytest.fixture(scope='module')
+def model_and_exam(tmp_path_factory):
+    "An untrained small TripleMRNet saved with `save_model`, and one synthetic exam folder (64 px)"
+    import torch
+    from kneeai.models import TripleMRNet
+    from kneeai.train import save_model
+    from kneeai.volumes import data_config
+    from kneeai.synthetic import synth_exam
+    tmp = tmp_path_factory.mktemp('explain')
+    torch.manual_seed(0)
+    learn = SimpleNamespace(model=TripleMRNet('small_cnn', in_chans=1), thresholds={'abnormal': .5, 'acl': .4, 'meniscus': .3},
+                            model_config=dict(kind='TripleMRNet', arch='small_cnn', planes=list(PLANES), n_out=3, shared=False, in_chans=1),
+                            dls=SimpleNamespace(data_config=data_config()))
+    save_model(learn, tmp/'model')
+    ex = synth_exam(0, size=64, labels={'acl': 1}, difficulty='easy')
+    exam = tmp/'exam1'; exam.mkdir()
+    for p in PLANES: np.save(exam/f'{p}.npy', ex[p])
+    return tmp, tmp/'model', exam
+
+def test_explain_writes_overlays_mosaic_and_json(model_and_exam):
+    tmp,model,exam = model_and_exam
+    out = tmp/'out'
+    r = kneeai_cmd('explain', '--model', model, exam, '--out', out, '--task', 'acl,meniscus', '--top', '2', '--method', 'gradcampp')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'exam1 acl: p = ' in r.stdout and 'exam1 meniscus' in r.stdout
+    summary = json.loads((out/'exam1'/'explain.json').read_text())
+    assert summary['method'] == 'gradcampp' and sorted(summary['tasks']) == ['acl', 'meniscus']
+    assert set(summary['probs']) == {'abnormal', 'acl', 'meniscus'} and summary['thresholds']['acl'] == .4
+    from PIL import Image
+    for t in ('acl', 'meniscus'):
+        files = sorted(f.name for f in (out/'exam1'/t).iterdir())
+        assert 'mosaic.png' in files and len(files) == 1 + 2*len(PLANES)
+        for p in PLANES:
+            top = summary['tasks'][t]['planes'][p]['top_slices']
+            assert len(top) == 2 and len(summary['tasks'][t]['planes'][p]['scores']) == len(np.load(exam/f'{p}.npy'))
+            im = np.array(Image.open(out/'exam1'/t/f'{p}_top1_slice{top[0]:03d}.png'))
+            assert im.shape == (64, 64, 3) and im.dtype == np.uint8
+        assert Image.open(out/'exam1'/t/'mosaic.png').size[0] > 64
+
+def test_explain_matches_predict(model_and_exam):
+    "The probabilities in explain.json are those of `kneeai predict`"
+    tmp,model,exam = model_and_exam
+    r = kneeai_cmd('explain', '--model', model, exam, '--out', tmp/'out2', '--task', 'abnormal', '--top', '1')
+    assert r.returncode == 0, r.stderr[-3000:]
+    probs = json.loads((tmp/'out2'/'exam1'/'explain.json').read_text())['probs']
+    pred = json.loads(kneeai_cmd('predict', '--model', model, exam).stdout)['exam1']
+    assert all(abs(probs[t] - pred[t]) < 1e-4 for t in pred)
+
+def test_explain_errors_are_one_line(model_and_exam, tmp_path):
+    tmp,model,exam = model_and_exam
+    bad = tmp_path/'bad'; shutil.copytree(exam, bad)
+    (bad/'sagittal.npy').write_bytes(b'garbage')
+    for args,what in [((bad,), 'sagittal.npy'), ((exam, '--task', 'fracture'), 'fracture'), ((tmp_path/'missing',), 'missing')]:
+        r = kneeai_cmd('explain', '--model', model, *args, '--out', tmp_path/'o')
+        last = r.stderr.strip().splitlines()[-1]
+        assert r.returncode == 1 and 'Traceback' not in r.stderr and last.startswith('kneeai explain: error:') and what in last, r.stderr
+    r = kneeai_cmd('explain', '--model', model, exam, '--out', tmp_path/'o', '--method', 'scorecam')
+    assert r.returncode == 2 and 'invalid choice' in r.stderr
