@@ -261,9 +261,8 @@ def unit_range_fns(dls:DataLoaders, # DataLoaders whose batches are normalised (
     dl = dls.train if hasattr(dls, 'train') else dls
     for t in getattr(dl, 'after_batch', []):
         if isinstance(t, Normalize):
-            m,s = t.mean,t.std
-            return (lambda x: x*s.to(x.device).reshape(1, -1, *[1]*(x.ndim - 2))[:, :x.shape[1]] + m.to(x.device).reshape(1, -1, *[1]*(x.ndim - 2))[:, :x.shape[1]],
-                    lambda x: (x - m.to(x.device).reshape(1, -1, *[1]*(x.ndim - 2))[:, :x.shape[1]])/s.to(x.device).reshape(1, -1, *[1]*(x.ndim - 2))[:, :x.shape[1]])
+            def stat(v, x): return v.to(x.device).reshape(1, -1, *[1]*(x.ndim - 2))[:, :x.shape[1]]
+            return (lambda x: x*stat(t.std, x) + stat(t.mean, x)), (lambda x: (x - stat(t.mean, x))/stat(t.std, x))
     for t in [*getattr(dl, 'after_item', []), *getattr(dl, 'after_batch', [])]:
         if type(t).__name__ == 'NormalizeVolume':
             m,s = t.mean,t.std

@@ -16,11 +16,12 @@ import kornia.augmentation as K
 from fastai.basics import *
 from fastai.callback.all import *
 from fastai.learner import ValueMetric
-from .core import DataError, ModelError
+from .core import DataError, ModelError, set_seed
 from .pretrain import unit_range_fns
 
 # %% auto #0
-__all__ = ['weak_augment', 'strong_augment', 'frozen_bn_stats', 'sharpen', 'SemiSupervised', 'MixMatch', 'FixMatch', 'EMA']
+__all__ = ['EFFICIENCY_METHODS', 'weak_augment', 'strong_augment', 'frozen_bn_stats', 'sharpen', 'SemiSupervised', 'MixMatch',
+           'FixMatch', 'EMA', 'efficiency_data', 'label_efficiency', 'efficiency_table']
 
 # %% ../nbs/11_semisup.ipynb #0f6a4aeb
 def weak_augment(flip:bool=True, # Random horizontal flip
@@ -266,7 +267,7 @@ class FixMatch(SemiSupervised):
             self._add('pl_acc_all', right.mean(), right.numel())
             if mask.sum() > 0: self._add('pl_acc', (right*mask).sum()/mask.sum(), int(mask.sum()))
 
-# %% ../nbs/11_semisup.ipynb #b5b95da0
+# %% ../nbs/11_semisup.ipynb #b3c14258
 class EMA(Callback):
     "Exponential moving average of the weights, used for validation and kept after training"
     order = 65  # after the optimizer step and its schedulers, before the trackers
@@ -305,3 +306,125 @@ class EMA(Callback):
         if self.keep and self.backup is None and self.dirty: self._swap_in()
         if not self.keep and self.backup is not None: self.model.load_state_dict(self.backup)
         self.backup,self.dirty = None,False
+
+# %% ../nbs/11_semisup.ipynb #abfa5b57
+EFFICIENCY_METHODS = ('supervised', 'metadata', 'ssl', 'mixmatch', 'fixmatch', 'metadata+fixmatch')
+
+def efficiency_data(dest, # Folder for the DICOM files, the PNGs and `efficiency.csv`
+                    n:int=400, # Images
+                    size:int=64, # Side of the preprocessed images
+                    seed:int=0, fracture_rate:float=.4, # Share of studies with a fracture
+                    test_pct:float=.3, # Share of the images (whole patients) in the test split
+                   ) -> pd.DataFrame:
+    "Synthetic radiographs for `label_efficiency`: PNG crops, fracture labels, metadata targets from the headers, a test split"
+    from kneeai.synthetic_radiographs import synth_radiographs
+    from kneeai.preprocess import preprocess_folder
+    from kneeai.dicom import dicom_meta
+    from kneeai.pretrain import metadata_targets
+    from kneeai.radiographs import patient_split
+    dest = Path(dest)
+    labels = synth_radiographs(dest/'dcm', n=n, size=max(4*size, 128), seed=seed, fracture_rate=fracture_rate, progress=False)
+    man = preprocess_folder(dest/'dcm', dest/'png', size=size, n_workers=0, progress=False).set_index('source')
+    meta = dicom_meta(dest/'dcm', n_workers=0)
+    tg = metadata_targets(meta).set_axis([str(Path(f).relative_to(dest/'dcm')) for f in meta.fname])
+    df = labels[['file', 'patient_id', 'fracture']].assign(image=man.loc[labels.file, 'output'].to_numpy())
+    df = df.join(tg.add_prefix('meta_'), on='file')
+    df['test'] = patient_split(df, test_pct, seed, 'patient_id', by='fracture')
+    df.to_csv(dest/'efficiency.csv', index=False)
+    return df
+
+# %% ../nbs/11_semisup.ipynb #77dd6da3
+class _NoValidation(Callback):
+    "Skip the per-epoch validation during `fit` (the test split is scored once, at the end)"
+    order = -10
+    def before_fit(self): self.fitting = True
+    def after_fit(self): self.fitting = False
+    def before_validate(self):
+        if getattr(self, 'fitting', False): raise CancelValidException()
+
+def _labelled(pool, frac, seed) -> np.ndarray:
+    "Mask of `frac` of the pool's images drawn at random per class (at least 2 of each)"
+    g,m = np.random.default_rng(seed),np.zeros(len(pool), bool)
+    for c in (0, 1):
+        idx = np.flatnonzero(pool.fracture.to_numpy() == c)
+        m[g.choice(idx, min(len(idx), max(2, int(round(frac*len(idx))))), replace=False)] = True
+    return m
+
+def _pretrain(kind, pool, path, size, epochs, bs, seed, arch, fn):
+    "A body pretrained on the pool's images (metadata tags or SimCLR), saved to `fn`"
+    from kneeai.pretrain import metadata_dls, metadata_learner, image_dls, ssl_learner, save_body
+    set_seed(seed)
+    files = [str(Path(path)/f) for f in pool.image]
+    if kind == 'metadata':
+        cols = [c for c in pool.columns if c.startswith('meta_')]
+        dls = metadata_dls(files, pool[cols].rename(columns=lambda c: c[5:]), size=size, bs=bs, seed=seed, device='cpu')
+        learn = metadata_learner(dls, arch)
+    else: learn = ssl_learner(image_dls(files, size=size, bs=bs, seed=seed, device='cpu'), arch)
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, 3e-3)
+    return save_body(learn, fn, pretraining=kind)
+
+# %% ../nbs/11_semisup.ipynb #4473ee44
+def _one_run(method, df, path, lab, bodies, size, steps, bs, lr, seed, arch, mu, tmp):
+    from kneeai.radiographs import radiograph_dls, radiograph_learner
+    from kneeai.pretrain import transfer_body
+    from kneeai.metrics import binary_report
+    pool,test = df[~df.test],df[df.test]
+    d = pd.concat([pool[lab], test]).assign(is_valid=lambda o: o.test)
+    set_seed(seed)
+    dls = radiograph_dls(d, path, fn_col='image', valid_col='is_valid', size=size, bs=bs, device='cpu', seed=seed)
+    learn = radiograph_learner(dls, arch, path=tmp, csv_log=False)
+    learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, SaveModelCallback)))
+    body = method.split('+')[0]
+    if body in bodies: transfer_body(learn, bodies[body])
+    unl = pool[~lab]
+    cbs,cb = [_NoValidation(), EMA()],None
+    if method.endswith('mixmatch'): cb = MixMatch(dls.test_dl(unl, with_labels=True, bs=bs))
+    if method.endswith('fixmatch'): cb = FixMatch(dls.test_dl(unl, with_labels=True, bs=mu*bs), mu=mu)
+    if cb is not None: cbs.append(cb)
+    n_epoch = max(1, int(round(steps/len(dls.train))))
+    t0 = time.perf_counter()
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(n_epoch, lr, cbs=cbs)
+    secs = time.perf_counter() - t0
+    with learn.no_bar(): probs,y = learn.get_preds(dl=dls.valid)
+    rep = binary_report(y.numpy(), probs[:, 1].numpy(), seed=seed)
+    res = dict(method=method, seed=seed, n_labelled=int(lab.sum()), steps=n_epoch*len(dls.train), seconds=round(secs, 1),
+               auc=float(rep.loc['auc', 'est']), lo=float(rep.loc['auc', 'lo']), hi=float(rep.loc['auc', 'hi']))
+    if cb is not None: res.update({f'{k}': v for k,v in cb.history[-1].items() if k != 'lambda_u'})
+    return res
+
+def label_efficiency(df:pd.DataFrame, # From `efficiency_data`: image, patient_id, fracture, meta_* targets, test
+                     path, # Folder the image names are relative to
+                     fractions=(.05, .1, .25), # Shares of the pool's labels to train with
+                     seeds=(0, 1, 2), # One run of every method per seed and share
+                     methods=EFFICIENCY_METHODS, # Which methods to run
+                     size:int=64, steps:int=100, bs:int=16, lr:float=3e-3, # The supervised budget, the same for every method
+                     pretrain_epochs:int=10, pretrain_bs:int=32, # Pretraining budget (metadata and SimCLR alike)
+                     arch:str='small_cnn', mu:int=7, # Backbone; FixMatch's unlabelled images per labelled one
+                     progress:bool=True, # Print each run's result as it comes
+                     csv=None, # Also append each run's row to this csv file as it comes
+                    ) -> pd.DataFrame:
+    "Test-split AUC (with a bootstrap interval) of each method, share of labels and seed: one row per run"
+    import tempfile
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for seed in seeds:
+            pool = df[~df.test]
+            bodies = {k: _pretrain(k, pool, path, size, pretrain_epochs, pretrain_bs, seed, arch, tmp/f'{k}_{seed}.safetensors')
+                      for k in ('metadata', 'ssl') if any(m.split('+')[0] == k for m in methods)}
+            for frac in fractions:
+                lab = _labelled(pool, frac, seed)
+                for m in methods:
+                    r = dict(fraction=frac, **_one_run(m, df, path, lab, bodies, size, steps, bs, lr, seed, arch, mu, tmp))
+                    rows.append(r)
+                    if progress: print({k: (round(float(v), 3) if isinstance(v, (float, np.floating)) else v) for k,v in r.items()}, flush=True)
+                    if csv: pd.DataFrame([r]).to_csv(csv, mode='a', header=not Path(csv).exists(), index=False)
+    return pd.DataFrame(rows)
+
+def efficiency_table(res:pd.DataFrame, # From `label_efficiency`
+                     digits:int=3) -> pd.DataFrame:
+    "Rows methods, columns shares of labels: mean test AUC over seeds ± its standard deviation [mean bootstrap interval]"
+    def cell(g): return f"{g.auc.mean():.{digits}f} ± {g.auc.std(ddof=1) if len(g) > 1 else 0:.{digits}f} [{g.lo.mean():.{digits}f}, {g.hi.mean():.{digits}f}]"
+    t = res.groupby(['method', 'fraction'], sort=False).apply(cell, include_groups=False).unstack('fraction')
+    t.columns = [f'{c:.0%} labels' for c in t.columns]
+    return t
