@@ -1,0 +1,18 @@
+"""Everything public in kneeai in one import, as `fastai.vision.all` does: `from kneeai.all import *`.
+
+Written by hand (nbdev does not generate it). Not included: `kneeai.cli` (the command) and `kneeai.app` (the web
+app, which needs `pip install "kneeai[app]"`)."""
+from .core import *
+from .dicom import *
+from .preprocess import *
+from .synthetic import *
+from .synthetic_radiographs import *
+from .volumes import *
+from .radiographs import *
+from .sampling import *
+from .models import *
+from .metrics import *
+from .train import *
+from .pretrain import *
+from .semisup import *
+from .interpret import *
