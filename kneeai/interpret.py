@@ -79,7 +79,7 @@ def _target_index(target, names, n_out:int) -> int:
     if not -n_out <= t < n_out: raise ModelError(target, f'the model has {n_out} outputs', hint=f"tasks: {', '.join(map(str, names))}" if names else None)
     return t % n_out
 
-def _volume_cams(model, xs:dict, targets:list, method:str='gradcam', through_max:bool=True) -> list:
+def _volume_cams(model, xs:dict, targets:list, method:str='gradcam', through_max:bool=True, layer=None) -> list:
     "`volume_cams` for several targets, from one forward pass"
     planes = _volume_planes(model)
     if planes == (None,): planes = tuple(xs)[:1]
@@ -97,7 +97,7 @@ def _volume_cams(model, xs:dict, targets:list, method:str='gradcam', through_max
     was,res = model.training,[]
     model.eval()
     try:
-        with torch.enable_grad(), _Hooks([last_conv(e.body) for e in encs], cut=True) as acts, _Hooks([e.body for e in encs]) as feats:
+        with torch.enable_grad(), _Hooks([ifnone(layer, last_conv)(e.body) for e in encs], cut=True) as acts, _Hooks([e.body for e in encs]) as feats:
             if isinstance(model, TripleMRNet): logits = model(*[v[None] for v in vols], lengths=torch.tensor([counts], device=dev))
             else: logits = model(vols[0][None], torch.tensor([counts[0]], device=dev))
             logits = logits.reshape(-1)
@@ -135,9 +135,10 @@ def volume_cams(model:nn.Module, # An `MRNet` or `TripleMRNet`
                 target=0, # Output (task) index
                 method:str='gradcam', # 'gradcam' or 'gradcampp'
                 through_max:bool=True, # Gradients through the max over slices; False: each slice as if it alone fed the head
+                layer=None, # A function picking the layer to explain from a backbone body (default: `last_conv`)
                ) -> dict:
     "The logits and, per plane, maps `(S, H, W)` in [0, 1], each slice's contribution to the logit, and the slices ranked by it"
-    return _volume_cams(model, xs, [target], method, through_max)[0]
+    return _volume_cams(model, xs, [target], method, through_max, layer)[0]
 
 # %% ../nbs/12_interpret.ipynb #4ac369d6
 def exam_inputs(volumes:dict, # Plane -> `uint8` array `(S, H, W)` as stored in MRNet `.npy` files (other dtypes are min-max scaled)
@@ -168,7 +169,7 @@ def _resize_cam(cam:np.ndarray, hw) -> np.ndarray:
     t = F.interpolate(t.reshape(-1, 1, *t.shape[-2:]), size=tuple(hw), mode='bilinear', align_corners=False)
     return t.reshape(*cam.shape[:-2], *hw).clamp(0, 1).numpy()
 
-def _exam_cams(model, volumes:dict, cfg:dict, tasks:list, method:str='gradcam', through_max:bool=True) -> list:
+def _exam_cams(model, volumes:dict, cfg:dict, tasks:list, method:str='gradcam', through_max:bool=True, layer=None) -> list:
     "`exam_cams` for several tasks, from one forward pass"
     data = cfg['data']
     names = list(data.get('tasks') or [])
@@ -176,7 +177,7 @@ def _exam_cams(model, volumes:dict, cfg:dict, tasks:list, method:str='gradcam', 
     ts = [_target_index(t, names, n_out) for t in tasks]
     xs = exam_inputs(volumes, data, next(model.parameters()).device)
     out = []
-    for t,r in zip(ts, _volume_cams(model, xs, ts, method, through_max)):
+    for t,r in zip(ts, _volume_cams(model, xs, ts, method, through_max, layer)):
         probs = torch.sigmoid(r['logits']).tolist()
         names = names or list(range(len(probs)))
         for p,d in r['planes'].items():
@@ -191,9 +192,10 @@ def exam_cams(model:nn.Module, # From `kneeai.train.load_model` (a `TripleMRNet`
               task=0, # Task index or name, e.g. 'acl'
               method:str='gradcam', # 'gradcam' or 'gradcampp'
               through_max:bool=True, # See `volume_cams`
+              layer=None, # See `volume_cams`
              ) -> dict:
     "Probabilities and, per plane, maps `(S, H, W)` in [0, 1] at the stored size, the slices' scores and their ranking"
-    return _exam_cams(model, volumes, cfg, [task], method, through_max)[0]
+    return _exam_cams(model, volumes, cfg, [task], method, through_max, layer)[0]
 
 # %% ../nbs/12_interpret.ipynb #6ca369dc
 def _output_names(cfg) -> list:
@@ -312,8 +314,9 @@ def gradcam(self:Learner, idx:int=0, # Item of `dl`
     "Class activation maps of item `idx`: `volume_cams`'s dict for MRNet models, `image_cam`'s map for 2-D models"
     dl = ifnone(dl, self.dls.valid)
     b,m = _item_batch(dl, idx),self.model
-    dc = getattr(self.dls, 'data_config', None) or {}
-    names = list(dc.get('tasks') or getattr(self.dls, 'vocab', None) or [])
+    dc = getattr(self.dls, 'data_config', None) or dict(vocab=list(getattr(self.dls, 'vocab', None) or []))
+    cfg = dict(data=dc, model=getattr(self, 'model_config', None) or {})
+    names = _output_names(cfg)
     if isinstance(m, (MRNet, TripleMRNet)):
         planes = m.planes if isinstance(m, TripleMRNet) else tuple(dc.get('planes') or ['volume'])[:1]
         counts = b[len(planes)].reshape(-1)
@@ -324,7 +327,7 @@ def gradcam(self:Learner, idx:int=0, # Item of `dl`
         if show: show_exam_cams({p: x.cpu() for p,x in xs.items()}, res, k)
         return res
     x = b[0][0].as_subclass(Tensor)
-    cam = image_cam(m, x, dict(data=dict(vocab=names)), target, method)
+    cam = image_cam(m, x, cfg, target, method)
     if show: show_cam(x[0] if len(x) == 1 else x.mean(0), cam, title=f'{method}: {target}')
     return cam
 
@@ -341,17 +344,18 @@ def pointing_game(res:dict, # From `exam_cams` for one exam and one task
                   boxes:pd.DataFrame, # That exam's lesion boxes for the task: plane, slice, x0, y0, x1, y1 (half-open)
                   tol:int=0, # Pixels of tolerance around each box
                  ) -> pd.DataFrame:
-    "Per plane showing the lesion: the top slice, its map's peak, whether the peak is in a box, and a random guess's hit rates"
+    "Per plane showing the lesion: the top slice, its map's peak, whether the peak is in a box, the map's share in the boxes, and chance's"
     rows = []
     for p,d in res['planes'].items():
         S,H,W = d['cam'].shape
         m = np.zeros((S, H, W), bool)
         for b in boxes[boxes.plane == p].itertuples(): m[b.slice, max(b.y0-tol, 0):b.y1+tol, max(b.x0-tol, 0):b.x1+tol] = True
         if not m.any(): continue
-        i = int(d['ranking'][0]); y,x = cam_peak(d['cam'][i])
-        rows.append(dict(plane=p, slice=i, y=y, x=x, hit=bool(m[i, y, x]), on_lesion_slice=bool(m[i].any()),
-                         p_point=float(m[i].mean()), p_slice_point=float(m.mean()), p_slice=float(m.any((1, 2)).mean())))
-    return pd.DataFrame(rows, columns=['plane', 'slice', 'y', 'x', 'hit', 'on_lesion_slice', 'p_point', 'p_slice_point', 'p_slice'])
+        i = int(d['ranking'][0]); c = d['cam'][i]; y,x = cam_peak(c)
+        rows.append(dict(plane=p, slice=i, y=y, x=x, hit=bool(m[i, y, x]), p_point=float(m[i].mean()), p_slice_point=float(m.mean()),
+                         energy=float(c[m[i]].sum()/c.sum()) if c.sum() > 0 else 0., on_lesion_slice=bool(m[i].any()),
+                         p_slice=float(m.any((1, 2)).mean())))
+    return pd.DataFrame(rows, columns=['plane', 'slice', 'y', 'x', 'hit', 'p_point', 'p_slice_point', 'energy', 'on_lesion_slice', 'p_slice'])
 
 def randomized_model(model:nn.Module, # A trained model (left unchanged)
                      seed:int=0, # Seed of the new weights
@@ -383,6 +387,7 @@ def pointing_games(model:nn.Module, cfg:dict, # From `load_model` (or `dict(data
                    method:str='gradcam', # 'gradcam' or 'gradcampp'
                    tol:int=0, # Pixels of tolerance around each box
                    max_exams:int|None=None, # Only the first exams
+                   layer=None, # See `volume_cams`
                   ) -> pd.DataFrame:
     "`pointing_game` for every positive exam and task of `split`: one row per exam, task and plane showing the lesion"
     tasks,planes = cfg['data']['tasks'],cfg['data']['planes']
@@ -390,7 +395,7 @@ def pointing_games(model:nn.Module, cfg:dict, # From `load_model` (or `dict(data
     for i,pos in list(_positives(data, split, tasks).items())[:max_exams]:
         if not pos: continue
         b = boxes[boxes.id == i]
-        for t,res in zip(pos, _exam_cams(model, _exam_volumes(data, split, i, planes), cfg, pos, method)):
+        for t,res in zip(pos, _exam_cams(model, _exam_volumes(data, split, i, planes), cfg, pos, method, layer=layer)):
             pg = pointing_game(res, b if t == 'abnormal' else b[b.task == t], tol)
             rows.append(pg.assign(id=i, task=t, prob=res['prob']))
     return pd.concat(rows, ignore_index=True)[['id', 'task', 'prob', *pg.columns]] if rows else pd.DataFrame()

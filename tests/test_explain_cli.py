@@ -74,3 +74,25 @@ def test_explain_errors_are_one_line(model_and_exam, tmp_path):
         assert r.returncode == 1 and 'Traceback' not in r.stderr and last.startswith('kneeai explain: error:') and what in last, r.stderr
     r = kneeai_cmd('explain', '--model', model, exam, '--out', tmp_path/'o', '--method', 'scorecam')
     assert r.returncode == 2 and 'invalid choice' in r.stderr
+
+def test_explain_radiographs(tmp_path):
+    "A radiograph model: one overlay per image for its most probable class (or the classes asked); a bad file is reported"
+    import torch
+    from kneeai.radiographs import RadiographNet, radiograph_data_config
+    from kneeai.synthetic_radiographs import synth_radiographs
+    from kneeai.train import save_model
+    torch.manual_seed(0)
+    learn = SimpleNamespace(model=RadiographNet('small_cnn', n_out=2, in_chans=1), thresholds=None,
+                            model_config=dict(kind='RadiographNet', arch='small_cnn', n_out=2, in_chans=1, head='linear'),
+                            dls=SimpleNamespace(data_config=radiograph_data_config(size=64)))
+    save_model(learn, tmp_path/'model')
+    df = synth_radiographs(tmp_path/'xr', n=1, size=128, seed=0, progress=False)
+    dcm = tmp_path/'xr'/df.iloc[0, 0] if (tmp_path/'xr'/str(df.iloc[0, 0])).exists() else next((tmp_path/'xr').rglob('*.dcm'))
+    r = kneeai_cmd('explain', '--model', tmp_path/'model', dcm, '--out', tmp_path/'out', '--task', '0,1')
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path/'out'/'explain.json').read_text())['images'][str(dcm)]
+    assert res['classes'] == ['0', '1'] and len(res['files']) == 2 and all(Path(f).exists() for f in res['files'])
+    (tmp_path/'bad.png').write_bytes(b'not a png')
+    r = kneeai_cmd('explain', '--model', tmp_path/'model', dcm, tmp_path/'bad.png', '--out', tmp_path/'out2')
+    assert r.returncode == 1 and 'bad.png' in r.stderr.strip().splitlines()[-1] and 'Traceback' not in r.stderr
+    assert len(json.loads((tmp_path/'out2'/'explain.json').read_text())['images'][str(dcm)]['files']) == 1
