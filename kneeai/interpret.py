@@ -250,7 +250,7 @@ def cam_peak(cam:np.ndarray # A 2-D map
     "Row and column `(y, x)` of the map's maximum"
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(cam)), np.shape(cam)))
 
-# %% ../nbs/12_interpret.ipynb #0728c0d6
+# %% ../nbs/12_interpret.ipynb #c5ae1837
 def show_cam(img, # A 2-D image (array or tensor), any range
              cam, # Its map in [0, 1]
              ax=None, # Matplotlib axes (default: a new figure)
@@ -295,7 +295,7 @@ def show_exam_cams(volumes:dict, # Plane -> volume `(S, H, W)` (as stored, or pr
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.5/(size*len(planes) + 0.5) - 0.02, wspace=0.05, hspace=0.3)
     return fig
 
-# %% ../nbs/12_interpret.ipynb #22cac31e
+# %% ../nbs/12_interpret.ipynb #fa71fa99
 def _item_batch(dl, idx:int):
     "Item `idx` of `dl` as a prepared batch of one"
     b = dl.do_batch([dl.do_item(idx)])
@@ -331,7 +331,7 @@ def gradcam(self:Learner, idx:int=0, # Item of `dl`
     if show: show_cam(x[0] if len(x) == 1 else x.mean(0), cam, title=f'{method}: {target}')
     return cam
 
-# %% ../nbs/12_interpret.ipynb #7d9366d4
+# %% ../nbs/12_interpret.ipynb #5b2debf9
 def lesion_boxes(path, # A synthetic MRNet folder (from `kneeai.synthetic.synth_mrnet`)
                  split:str='valid', # 'train' or 'valid'
                 ) -> pd.DataFrame:
@@ -373,7 +373,7 @@ def cam_similarity(a:dict, b:dict # Two results of `exam_cams` (or `volume_cams`
     from scipy.stats import spearmanr
     return {p: float(spearmanr(a['planes'][p]['cam'].ravel(), b['planes'][p]['cam'].ravel()).statistic) for p in a['planes']}
 
-# %% ../nbs/12_interpret.ipynb #7eed9b9d
+# %% ../nbs/12_interpret.ipynb #8668b0f7
 def _positives(data, split, tasks):
     from kneeai.volumes import read_mrnet_labels
     labels = read_mrnet_labels(data, split, tasks)
@@ -417,7 +417,7 @@ def randomization_test(model:nn.Module, cfg:dict, # From `load_model` (or `dict(
             rows += [dict(id=i, task=t, plane=p, spearman=s) for p,s in cam_similarity(a, b).items()]
     return pd.DataFrame(rows, columns=['id', 'task', 'plane', 'spearman'])
 
-# %% ../nbs/12_interpret.ipynb #8a0f4fdc
+# %% ../nbs/12_interpret.ipynb #a10bcdc6
 def _save_png(rgb:np.ndarray, fn:Path):
     from PIL import Image
     with atomic_write(fn) as f: Image.fromarray(rgb).save(f, format='PNG')
@@ -454,7 +454,7 @@ def explain_exam(model:nn.Module, # From `kneeai.train.load_model`
     with atomic_write(out/'explain.json', 'w') as f: json.dump(summary, f, indent=1)
     return summary
 
-# %% ../nbs/12_interpret.ipynb #1d2358d0
+# %% ../nbs/12_interpret.ipynb #d979bdc6
 def explain_images(model:nn.Module, # A radiograph model from `kneeai.train.load_model`
                    cfg:dict, # Its config
                    files, # DICOM or image files
