@@ -4,14 +4,15 @@ Both train the same three-plane `TripleMRNet` (same architecture, same initial w
 synthetic MRNet-format exams, and the script prints training exams per second for each and their ratio.
 
 - kneeai: `mrnet_dls` (several exams per batch, padded to the longest, slices packed through the backbone) with
-  kornia augmentation of the whole batch on the model's device, trained by a fastai `Learner` (`mrnet_learner`) with
-  its defaults: channels-last slices on the CPU and mixed precision where the device has it (CUDA; bfloat16
-  autocast on CPUs with native bfloat16). Also timed with mixed precision off, to show what each part gives.
+  kornia augmentation of the whole batch on the model's device, trained by a fastai `Learner` (`mrnet_learner`):
+  once with its defaults (channels-last slices on the CPU; mixed precision on CUDA only) and once with
+  `mixed_precision=True` (also bfloat16 autocast on a CPU with native bfloat16, which pays for AlexNet-size bodies).
 - reference style (Bien et al.'s MRNet code and its re-implementations): a torch `DataLoader` with `batch_size=1`
   whose workers load one exam and augment it there (random rotation, shift and flip per exam, as those
   implementations do with torchvision), then one optimiser step per exam, in float32 and the default memory layout.
 
-Only the training epochs are timed (data loading and augmentation included; validation excluded).
+Only the training epochs are timed (data loading and augmentation included; validation excluded), after a warm-up
+epoch, in interleaved rounds (one epoch of each per round); the best epoch of each counts.
 Usage: `python bench/mrnet_train.py [--n 32 --size 128 --arch alexnet --bs 8 --workers 2 --device cpu]`.
 """
 import argparse, time, tempfile, warnings
@@ -24,7 +25,7 @@ from fastai.callback.tracker import SaveModelCallback
 from kneeai.core import PLANES, MRNET_TASKS, set_seed, device_info, get_device
 from kneeai.synthetic import synth_mrnet
 from kneeai.volumes import mrnet_dls, mrnet_df, MRNET_MEAN, MRNET_STD
-from kneeai.train import mrnet_learner
+from kneeai.train import mrnet_learner, cpu_bf16_native
 
 class TrainTimer(Callback):
     "Seconds spent in the training phase of each epoch"
@@ -71,6 +72,7 @@ def main():
     ap.add_argument('--bs', type=int, default=8, help="kneeai's exams per batch (default: 8)")
     ap.add_argument('--workers', type=int, default=2, help="reference loader's worker processes (default: 2)")
     ap.add_argument('--device', default=None)
+    ap.add_argument('--rounds', type=int, default=2, help='timed epochs of each, interleaved; the best counts (default: 2)')
     ap.add_argument('--data', default=None, help='an existing MRNet folder (default: write a synthetic one)')
     a = ap.parse_args()
     dev = get_device(a.device)
@@ -81,30 +83,38 @@ def main():
     dls = mrnet_dls(data, bs=a.bs, valid_ids=[mrnet_df(data).id.iloc[0]], size=a.size, device=dev, num_workers=0 if dev.type == 'cpu' else a.workers)
     n = len(dls.train_ds)
     n_kneeai = n - n % a.bs if dls.train.drop_last else n   # fastai drops the last partial training batch
-    def kneeai_epoch(mixed_precision, init=None):
-        "Seconds of kneeai's second training epoch (the first warms up allocations and kernel choice)"
+    def kneeai_learner(mixed_precision, init=None):
         set_seed(0)
         learn = mrnet_learner(dls, arch=a.arch, path=tempfile.mkdtemp(), csv_log=False, cbs=TrainTimer(), mixed_precision=mixed_precision)
         learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, SaveModelCallback)])  # one held-out exam: nothing to select
         if init is not None: learn.model.load_state_dict(init)
-        init = {k: v.clone() for k,v in learn.model.state_dict().items()}
-        amp = any(type(cb).__name__ in ('MixedPrecision', 'CPUMixedPrecision') for cb in learn.cbs)
-        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-4)
-        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-4)
-        return learn.train_timer.times[-1], amp, learn, init
-    t_kneeai,amp,learn,init = kneeai_epoch('auto')
-    t_fp32,*_ = kneeai_epoch(False, init)
-    learn.model.load_state_dict(init)
-    for p in learn.model.planes: learn.model.encoder_for(p).cpu_channels_last = False  # the reference's layout
+        return learn
+    fp32_learn = kneeai_learner('auto')  # the default
+    init = {k: v.clone() for k,v in fp32_learn.model.state_dict().items()}
+    amp_learn = kneeai_learner(True if dev.type == 'cuda' or cpu_bf16_native() else False, init)
+    amp = any(type(cb).__name__ in ('MixedPrecision', 'CPUMixedPrecision') for cb in amp_learn.cbs)
+    ref_model = kneeai_learner(False, init).model
+    for p in ref_model.planes: ref_model.encoder_for(p).cpu_channels_last = False  # the reference's layout
     df = dls.train.items
     pw = torch.tensor(((len(df) - df[list(MRNET_TASKS)].sum()) / df[list(MRNET_TASKS)].sum()).to_numpy(dtype=np.float32), device=dev)
-    reference_epoch(learn.model, df.iloc[:4], a.size, a.workers, dev, pw)  # warm-up
-    t_ref = reference_epoch(learn.model, df, a.size, a.workers, dev, pw)
+    def kneeai_epoch(learn):
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-4)
+        return learn.train_timer.times[-1]
+    # Warm-up (allocations, kernel choice), then `rounds` rounds of one epoch of each, taking each one's best epoch:
+    # round-robin keeps a change in the machine's load from favouring whichever ran at a quieter moment.
+    kneeai_epoch(amp_learn); kneeai_epoch(fp32_learn); reference_epoch(ref_model, df.iloc[:4], a.size, a.workers, dev, pw)
+    times = {'amp': [], 'fp32': [], 'ref': []}
+    for _ in range(a.rounds):
+        times['amp'].append(kneeai_epoch(amp_learn))
+        times['fp32'].append(kneeai_epoch(fp32_learn))
+        times['ref'].append(reference_epoch(ref_model, df, a.size, a.workers, dev, pw))
+    print('epoch seconds per round:', {k: [round(t, 1) for t in v] for k,v in times.items()})
+    t_kneeai,t_fp32,t_ref = (min(times[k]) for k in ('amp', 'fp32', 'ref'))
     k,k32,r = n_kneeai/t_kneeai, n_kneeai/t_fp32, len(df)/t_ref
     print(f'{a.arch}, {a.size} px, {len(df)} training exams, device {dev}')
-    print(f'kneeai batched (bs={a.bs}, kornia augmentation on the batch), defaults (mixed precision {"on" if amp else "off"}): {k:.2f} exams/s')
-    print(f'kneeai batched, float32 (mixed_precision=False): {k32:.2f} exams/s')
+    print(f'kneeai batched (bs={a.bs}, kornia augmentation on the batch), defaults: {k32:.2f} exams/s')
+    print(f'kneeai batched, mixed_precision=True ({"on" if amp else "not available"}): {k:.2f} exams/s')
     print(f'reference style (bs=1, per-exam augmentation in {a.workers} loader workers): {r:.2f} exams/s')
-    print(f'ratio kneeai / reference: {k/r:.2f}x (float32 only: {k32/r:.2f}x)')
+    print(f'ratio kneeai / reference: {k32/r:.2f}x with the defaults, {k/r:.2f}x with mixed_precision=True')
 
 if __name__ == '__main__': main()

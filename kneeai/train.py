@@ -67,11 +67,11 @@ class CPUMixedPrecision(Callback):
     def after_cancel_batch(self): self._exit()
 
 def _amp_callback(device:torch.device, mixed_precision):
-    "Mixed precision: fastai's `MixedPrecision` on CUDA, `CPUMixedPrecision` on a CPU with native bfloat16, or None"
+    "Mixed precision: fastai's `MixedPrecision` on CUDA (`'auto'` or True), `CPUMixedPrecision` on a CPU with native bfloat16 (True only), or None"
     if mixed_precision is False or mixed_precision is None: return None
     if device.type == 'cuda': return MixedPrecision(amp_mode=AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16)
-    if device.type == 'cpu' and cpu_bf16_native(): return CPUMixedPrecision()
     if mixed_precision == 'auto': return None
+    if device.type == 'cpu' and cpu_bf16_native(): return CPUMixedPrecision()
     raise KneeaiError(str(device), 'mixed precision needs a CUDA GPU or a CPU with native bfloat16 (AVX512-BF16 or AMX)',
                       hint="use mixed_precision='auto' or False")
 
@@ -85,7 +85,7 @@ def mrnet_learner(dls:DataLoaders, # From `mrnet_dls`
                   fname:str='best', # Name of the best weights under `path/models/`
                   csv_log:bool=True, # Log each epoch to `path/history.csv`
                   tensorboard:bool=False, # Also log to TensorBoard (needs the `tensorboard` package)
-                  mixed_precision='auto', # 'auto': on CUDA GPUs and CPUs with native bfloat16; False: never
+                  mixed_precision='auto', # 'auto': on CUDA GPUs; True: also bfloat16 autocast on a CPU with native bfloat16; False: never
                   path=None, # Folder for logs and checkpoints (default: the data folder)
                   cbs=None, # More callbacks
                   **kwargs, # Passed to `Learner` (e.g. `wd`, `opt_func`)
