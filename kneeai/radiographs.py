@@ -463,7 +463,7 @@ def radiograph_loss(dls:DataLoaders, # From `radiograph_dls`
     if loss is None: return BCEWithLogitsLossFlat() if cfg['task'] == 'multilabel' else CrossEntropyLossFlat()
     return _sampling().make_loss(dls, loss, **kwargs)
 
-# %% ../nbs/05_radiographs.ipynb #804b5da9
+# %% ../nbs/05_radiographs.ipynb #e1a368b1
 def radiograph_learner(dls:DataLoaders, # From `radiograph_dls`
                        arch:str='resnet18', # Body, see `kneeai.models.create_backbone` ('small_cnn' for quick CPU runs)
                        pretrained:bool|str=False, # ImageNet weights (True; cached or downloadable) or a weight file
@@ -475,7 +475,7 @@ def radiograph_learner(dls:DataLoaders, # From `radiograph_dls`
                        patience:int|None=None, # Stop after this many epochs without improvement; None: never
                        fname:str='best', # Name of the best weights under `path/models/`
                        csv_log:bool=True, # Log each epoch to `path/history.csv`
-                       mixed_precision='auto', # 'auto': where the hardware computes half precision natively; False: never
+                       mixed_precision='auto', # As `kneeai.train.mrnet_learner`'s: 'auto' uses the GPU's half precision; False: never
                        path=None, # Folder for logs and checkpoints (default: the data folder)
                        cbs=None, # More callbacks
                        loss_kwargs:dict|None=None, # Passed to `radiograph_loss`
