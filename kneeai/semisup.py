@@ -392,6 +392,8 @@ def _one_run(method, df, path, lab, bodies, size, steps, bs, lr, seed, arch, mu,
     if cb is not None: res.update({f'{k}': v for k,v in cb.history[-1].items() if k != 'lambda_u'})
     return res
 
+_RUN_COLUMNS = ['fraction', 'method', 'seed', 'n_labelled', 'steps', 'seconds', 'auc', 'lo', 'hi', 'loss_u', 'guess_acc', 'mask_rate', 'pl_acc', 'pl_acc_all']
+
 def label_efficiency(df:pd.DataFrame, # From `efficiency_data`: image, patient_id, fracture, meta_* targets, test
                      path, # Folder the image names are relative to
                      fractions=(.05, .1, .25), # Shares of the pool's labels to train with
@@ -418,7 +420,7 @@ def label_efficiency(df:pd.DataFrame, # From `efficiency_data`: image, patient_i
                     r = dict(fraction=frac, **_one_run(m, df, path, lab, bodies, size, steps, bs, lr, seed, arch, mu, tmp))
                     rows.append(r)
                     if progress: print({k: (round(float(v), 3) if isinstance(v, (float, np.floating)) else v) for k,v in r.items()}, flush=True)
-                    if csv: pd.DataFrame([r]).to_csv(csv, mode='a', header=not Path(csv).exists(), index=False)
+                    if csv: pd.DataFrame([r]).reindex(columns=_RUN_COLUMNS).to_csv(csv, mode='a', header=not Path(csv).exists(), index=False)
     return pd.DataFrame(rows)
 
 def efficiency_table(res:pd.DataFrame, # From `label_efficiency`
