@@ -352,10 +352,10 @@ def save_image(x:np.ndarray, # Float image in [0, 1]
     return fn
 
 def load_image(fn) -> np.ndarray:
-    "An image written by `save_image`, as float32 in [0, 1]"
+    "An image written by `save_image` (or any 8- or 16-bit gray image), as float32 in [0, 1] of its integer type's range"
     fn = Path(fn)
     u = np.load(fn, allow_pickle=False) if fn.suffix == '.npy' else np.asarray(Image.open(fn))
-    return (u.astype(np.float32)/65535)
+    return u.astype(np.float32)/(np.iinfo(u.dtype).max if u.dtype.kind in 'ui' else 1)
 
 # %% ../nbs/02_preprocess.ipynb #c769c925
 def _prep_one(fn, src, dest, fmt, kw):
