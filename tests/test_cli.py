@@ -1,19 +1,10 @@
 "End-to-end tests of the installed `kneeai` command (the console script, run as a user would run it)."
-import json, shutil, subprocess, sys
+import json, shutil
 from pathlib import Path
 import pytest
 import kneeai
 
-def _kneeai():
-    exe = Path(sys.executable).parent/'kneeai'
-    if exe.exists(): return str(exe)
-    found = shutil.which('kneeai')
-    if not found: pytest.fail('the kneeai console script is not installed: run `make install`')
-    return found
-
-def kneeai_cmd(*args, **kw):
-    kw.setdefault("timeout", 120)
-    return subprocess.run([_kneeai(), *args], capture_output=True, text=True, **kw)
+from conftest import kneeai_cmd
 
 def test_help_lists_commands():
     r = kneeai_cmd('--help')

@@ -1,18 +1,10 @@
 "End-to-end tests of `kneeai explain`: a tiny saved model, a synthetic exam folder, the PNGs and explain.json it writes."
-import json, shutil, subprocess, sys
+import json, shutil
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np, pytest
 
-def _kneeai():
-    exe = Path(sys.executable).parent/'kneeai'
-    if exe.exists(): return str(exe)
-    found = shutil.which('kneeai')
-    if not found: pytest.fail('the kneeai console script is not installed: run `make install`')
-    return found
-
-def kneeai_cmd(*args, timeout=180):
-    return subprocess.run([_kneeai(), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+from conftest import kneeai_cmd
 
 PLANES = ('sagittal', 'coronal', 'axial')
 

@@ -1,19 +1,11 @@
 "End-to-end tests of `kneeai train radiographs` and `kneeai predict` on radiographs, run as a user would run them."
-import json, shutil, subprocess, sys
+import json
 from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
 from PIL import Image
 
-def _kneeai():
-    exe = Path(sys.executable).parent/'kneeai'
-    if exe.exists(): return str(exe)
-    found = shutil.which('kneeai')
-    if not found: pytest.fail('the kneeai console script is not installed: run `make install`')
-    return found
-
-def kneeai_cmd(*args, timeout=300):
-    return subprocess.run([_kneeai(), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+from conftest import kneeai_cmd
 
 FAST = ('--arch', 'small_cnn', '--size', '48', '--epochs', '1', '--bs', '8', '--n-boot', '50', '--device', 'cpu', '--seed', '0')
 
