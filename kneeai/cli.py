@@ -153,7 +153,7 @@ def _train_mrnet(args):
     from kneeai.metrics import format_report
     from kneeai.core import MRNET_TASKS, PLANES
     res = train_mrnet(args.data, args.out, tasks=args.tasks or MRNET_TASKS, planes=args.planes or PLANES, arch=args.arch, pretrained=args.pretrained,
-                      shared=args.shared, epochs=args.epochs, bs=args.bs, lr=args.lr, size=args.size, valid_pct=args.valid_pct,
+                      shared=args.shared, mixed_precision={'auto': 'auto', 'on': True, 'off': False}[args.mixed_precision], epochs=args.epochs, bs=args.bs, lr=args.lr, size=args.size, valid_pct=args.valid_pct,
                       patience=args.patience, seed=args.seed, device=args.device, num_workers=args.workers)
     if 'report' in res: print(format_report(res['report']).to_string())
     print(f"model, report, ROC curves and training log in {res['out']}")
@@ -195,6 +195,8 @@ def _add_models(sub):
     m.add_argument('--arch', default='alexnet', help='backbone: alexnet, resnet18, resnet34, densenet121, efficientnet_b0 or a timm name')
     m.add_argument('--pretrained', action='store_true', help='start from ImageNet weights (downloaded or cached)')
     m.add_argument('--shared', action='store_true', help='one backbone for all planes')
+    m.add_argument('--mixed-precision', choices=('auto', 'on', 'off'), default='auto',
+                   help="auto: on CUDA GPUs; on: also bfloat16 autocast on CPUs with native bfloat16 (about 1.6x faster for AlexNet here)")
     m.add_argument('--epochs', type=int, default=10)
     m.add_argument('--bs', type=int, default=8, help='exams per batch')
     m.add_argument('--lr', type=float, default=1e-3, help='maximum learning rate')
