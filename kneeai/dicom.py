@@ -180,10 +180,18 @@ def _to_gray(arr, pi, ds):
     elif pi not in ('RGB',): return arr
     return arr.astype(np.float64) @ np.array(GRAY_WEIGHTS)
 
+def _check_window(ds, name):
+    "Raise `DicomError` unless `ds` has what `window=True` needs: a VOI LUT, or a WindowCenter and a WindowWidth of at least 1"
+    if ds.get('VOILUTSequence'): return
+    missing = [k for k in ('WindowCenter', 'WindowWidth') if _get(ds, k, name) is None]
+    if missing: raise DicomError(name, f"window=True but the file has no VOI LUT and no {' or '.join(missing)}",
+                                 hint='pass window=(center, width)')
+    w = ds.WindowWidth[0] if isinstance(ds.WindowWidth, pydicom.multival.MultiValue) else ds.WindowWidth
+    if float(w) < 1: raise DicomError(name, f'window=True but the WindowWidth {float(w):g} is less than 1', hint='pass window=(center, width)')
+
 def _window(arr, ds, window, mono:bool):
     "Window `arr` (modality units) to [0, 1]: the file's VOI LUT or window if `window is True`, else `(center, width)`"
     if window is True:
-        if not (ds.get('VOILUTSequence') or ds.get('WindowCenter') is not None): raise ValueError('no window')
         if ds.get('VOILUTSequence'):
             y = apply_voi_lut(arr, ds, prefer_lut=True)
             return y.astype(np.float64) / (2.**int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
@@ -204,6 +212,7 @@ def _dcm2float(fn, window, frame, force, name):
     ts = _check_image(ds, name)
     n = _n_frames(ds, name)
     idx = _frame_index(frame, n, name)
+    if window is True: _check_window(ds, name)
     _check_size(ds, n, idx, name)
     arr,info = _decode(ds, ts, idx, name)
     pi = str(info.get('photometric_interpretation', ds.PhotometricInterpretation)).strip().upper()
@@ -223,10 +232,7 @@ def _dcm2float(fn, window, frame, force, name):
     except DicomError: raise
     except Exception as e:
         what = 'windowing' if window is not None and window is not False else f'{pi} conversion'
-        hint = 'pass window=(center, width)' if str(e) == 'no window' else None
-        reason = ('window=True but the file has no WindowCenter/WindowWidth or VOI LUT' if hint else
-                  f'{what} failed ({type(e).__name__}: {e})')
-        raise DicomError(name, reason, hint=hint) from None
+        raise DicomError(name, f'{what} failed ({type(e).__name__}: {e})') from None
     if frame == 'all' and n == 1: arr = arr[None]
     if arr.ndim not in (2, 3) or (frame != 'all' and arr.ndim != 2):
         raise DicomError(name, f'unexpected decoded shape {arr.shape} for {n} frame(s) of {pi}')
@@ -351,7 +357,12 @@ def _meta_row(fn, phi=False, keep=(), salt='', px_summ=False):
         except DicomError as e: row['error'] = e.reason
     return row
 
-def dicom_meta(files, # DICOM files, or a folder to search with `dicom_files`
+def _expand(files) -> list:
+    "The files `dicom_meta` reads: a folder's DICOM files, a single file, or a list of files and folders, each folder expanded"
+    if isinstance(files, (str, os.PathLike)): return dicom_files(files)  # a folder, one file, or a DicomError if neither
+    return [f for o in files for f in (dicom_files(o) if isinstance(o, (str, os.PathLike)) and Path(o).is_dir() else [o])]
+
+def dicom_meta(files, # A folder (searched with `dicom_files`), a file, or a list of files and folders
                phi:bool=False, # Keep patient-identifying attributes (names, IDs, dates, institution, ...)
                keep:tuple=(), # Keywords to keep even if `phi` is False
                salt:str='', # Key for the pseudonymous UIDs
@@ -360,8 +371,7 @@ def dicom_meta(files, # DICOM files, or a folder to search with `dicom_files`
                progress:bool=False, # Show a progress bar
               ) -> pd.DataFrame:
     "One row per file with its DICOM tags (patient identifiers removed unless `phi`), and an `error` column"
-    if isinstance(files, (str, os.PathLike)): files = dicom_files(files)  # a folder, one file, or a DicomError if neither
-    files = list(files)
+    files = _expand(files)
     if n_workers is None: n_workers = min(defaults.cpus, max(len(files)//8, 1)) if len(files) > 8 else 0
     rows = parallel(_meta_row, files, phi=phi, keep=tuple(keep), salt=salt, px_summ=px_summ,
                     n_workers=n_workers, progress=progress, chunksize=max(1, len(files)//(4*max(n_workers, 1))))

@@ -11,7 +11,7 @@ pydicom = pytest.importorskip('pydicom')
 from pydicom.data import get_testdata_files
 from pydicom.pixels import apply_modality_lut, apply_color_lut
 from kneeai.core import DicomError
-from kneeai.dicom import dcm2float, dicom_meta, deidentify, GRAY_WEIGHTS, PHI_TAGS
+from kneeai.dicom import dcm2float, dicom_meta, dicom_files, deidentify, GRAY_WEIGHTS, PHI_TAGS
 
 warnings.filterwarnings('ignore', module='pydicom')
 FILES = sorted(get_testdata_files())
@@ -123,13 +123,20 @@ def test_default_plugins_without_libjpeg():
 
 # --- metadata and de-identification over the corpus ----------------------------------------------------------------
 def test_meta_corpus_parallel():
-    df = dicom_meta(FILES, n_workers=2)
-    assert len(df) == len(FILES) and list(df.fname) == [str(f) for f in FILES]
+    files = [f for f in FILES if not Path(f).is_dir()]   # folders in a list are searched (test_meta_folders_in_list)
+    df = dicom_meta(files, n_workers=2)
+    assert len(df) == len(files) and list(df.fname) == [str(f) for f in files]
     assert not PHI_TAGS & set(df.columns)
     assert not any(c.startswith(('PatientName', 'StudyDate', 'PatientBirth')) for c in df.columns)
-    assert df.error.notna().sum() >= 20        # directories, text files, files without header: recorded, not raised
+    assert df.error.notna().sum() >= 10        # text files, files without header (14 with pydicom-data): recorded, not raised
     print(f'\ndicom_meta: {len(df)} rows, {df.error.isna().sum()} read, {df.shape[1]} columns')
 
+def test_meta_folders_in_list():
+    "A list mixing folders and files: each folder gives the rows of its DICOM files, as a single folder does"
+    dirs = [f for f in FILES if Path(f).is_dir()][:3]
+    df = dicom_meta([*dirs, FILES[0]], n_workers=2)
+    want = [str(f) for d in dirs for f in dicom_files(d)] + [str(FILES[0])]
+    assert list(df.fname) == want and len(want) > len(dirs) + 1
 
 def test_deidentify_corpus(tmp_path):
     "Every readable image with a patient name keeps its pixels and loses the name"
