@@ -21,10 +21,10 @@ from .core import KneeaiError, DicomError, DataError, atomic_write
 from .dicom import dcm2float, dicom_files
 
 # %% auto #0
-__all__ = ['WORK_SIZE', 'KNEE_SCALE', 'MANIFEST_COLUMNS', 'working_image', 'exposed_field', 'body_mask', 'percentile_norm',
-           'clean_background', 'kornia_clahe_args', 'clahe', 'clahe_batch', 'CLAHE', 'knee_geometry', 'knee_box',
-           'crop_box', 'box_iou', 'box_contains', 'knee_box_scores', 'preprocess_radiograph', 'output_name',
-           'save_image', 'load_image', 'preprocess_folder']
+__all__ = ['WORK_SIZE', 'KNEE_SCALE', 'MANIFEST_COLUMNS', 'IMAGE_BITS', 'working_image', 'exposed_field', 'body_mask',
+           'percentile_norm', 'clean_background', 'kornia_clahe_args', 'clahe', 'clahe_batch', 'CLAHE', 'knee_geometry',
+           'knee_box', 'crop_box', 'box_iou', 'box_contains', 'knee_box_scores', 'preprocess_radiograph', 'output_name',
+           'save_image', 'image01', 'load_image', 'preprocess_folder']
 
 # %% ../nbs/02_preprocess.ipynb #d59e1aaf
 WORK_SIZE = 256 # Longest side of the reduced image on which field, body and knee are found
@@ -341,6 +341,7 @@ def output_name(rel:Path, fmt:str='png') -> Path:
     rel = Path(rel)
     return rel.with_suffix(f'.{fmt}') if rel.suffix.lower() in ('.dcm', '.dicom') else rel.with_name(f'{rel.name}.{fmt}')
 
+# %% ../nbs/02_preprocess.ipynb #0359f072
 def save_image(x:np.ndarray, # Float image in [0, 1]
                fn, # Output file: `.png` (16-bit grayscale) or `.npy`
               ) -> Path:
@@ -351,11 +352,44 @@ def save_image(x:np.ndarray, # Float image in [0, 1]
         else: Image.fromarray(u).save(f, format='PNG', compress_level=1)
     return fn
 
-def load_image(fn) -> np.ndarray:
-    "An image written by `save_image` (or any 8- or 16-bit gray image), as float32 in [0, 1] of its integer type's range"
+# %% ../nbs/02_preprocess.ipynb #44420005
+IMAGE_BITS = (8, 10, 12, 14, 16) # Bit depths images are stored at (DICOM's usual BitsStored), smallest first
+
+def image01(a:np.ndarray, # An image: integer, boolean or float array of any shape
+            fn=None, # The file it was read from, named in errors
+            bits:int|None=None, # Bit depth of integer data (None: the smallest of `IMAGE_BITS` that holds the maximum)
+           ) -> np.ndarray:
+    "`a` as float32 in [0, 1]: integers divided by `2**bits - 1`, floats checked to be in [0, 1]"
+    a = np.asarray(a)
+    if a.dtype == bool: return a.astype(np.float32)
+    if a.dtype.kind in 'ui':
+        lo,hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+        if lo < 0: raise DataError(fn, f'negative values (down to {lo}) in an integer image',
+                                   hint='read DICOM files with dcm2float and scale them with percentile_norm')
+        if bits is None: bits = next((b for b in IMAGE_BITS if hi < 2**b), hi.bit_length())
+        if hi >= 2**bits: raise DataError(fn, f'values up to {hi} do not fit in {bits} bits', hint='pass the bit depth of the data')
+        return (a / (2.**bits - 1)).astype(np.float32)
+    if a.dtype.kind != 'f': raise DataError(fn, f'unsupported pixel type {a.dtype}', hint='expected integers, booleans or floats in [0, 1]')
+    a = a.astype(np.float32)
+    if a.size and not np.isfinite(a).all(): raise DataError(fn, 'NaN or infinite pixel values')
+    if a.size and (a.min() < -1e-3 or a.max() > 1 + 1e-3):
+        raise DataError(fn, f'float pixel values from {a.min():g} to {a.max():g}, expected [0, 1]',
+                        hint='scale the image to [0, 1], or save it as integers')
+    return a.clip(0, 1)
+
+# %% ../nbs/02_preprocess.ipynb #3d228d51
+def load_image(fn, # A gray image file: `.npy`, or anything PIL opens (PNG, TIFF, JPEG)
+               bits:int|None=None, # Bit depth of integer data (None: from the maximum, see `image01`)
+              ) -> np.ndarray:
+    "An image file (such as `save_image` writes) as float32 in [0, 1], scaled as `image01` says"
     fn = Path(fn)
-    u = np.load(fn, allow_pickle=False) if fn.suffix == '.npy' else np.asarray(Image.open(fn))
-    return u.astype(np.float32)/(np.iinfo(u.dtype).max if u.dtype.kind in 'ui' else 1)
+    if not fn.is_file(): raise DataError(fn, 'no such file' if not fn.exists() else 'not a file')
+    try:
+        if fn.suffix.lower() == '.npy': a = np.load(fn, allow_pickle=False)
+        else:
+            with Image.open(fn) as im: a = np.asarray(im)
+    except Exception as e: raise DataError(fn, f'not a readable image ({type(e).__name__}: {e})') from None
+    return image01(a, fn, bits)
 
 # %% ../nbs/02_preprocess.ipynb #c769c925
 def _prep_one(fn, src, dest, fmt, kw):

@@ -5,7 +5,7 @@ import numpy as np, pandas as pd, pytest
 from hypothesis import given, settings, HealthCheck, strategies as st
 from hypothesis.extra.numpy import arrays
 from kneeai.core import DataError
-from kneeai.preprocess import preprocess_radiograph, preprocess_folder, knee_box, exposed_field, body_mask, clahe_batch, clahe
+from kneeai.preprocess import preprocess_radiograph, preprocess_folder, knee_box, exposed_field, body_mask, clahe_batch, clahe, load_image, image01, save_image
 
 shapes = st.tuples(st.integers(1, 300), st.integers(1, 300))
 images = st.one_of(
@@ -67,3 +67,31 @@ def test_folder_odd_files(tmp_path):
     again = preprocess_folder(src, tmp_path/'out', size=32, n_workers=0, progress=False)
     assert (again.status == 'skipped').sum() == 4 and (again.status == 'failed').sum() == 2
     assert pd.read_csv(tmp_path/'out'/'manifest.csv').shape[0] == len(man)
+
+
+@pytest.mark.parametrize('dtype', [np.uint16, np.int32, np.int64])
+def test_load_image_12bit(tmp_path, dtype):
+    "12-bit data is divided by 4095 whatever integer type holds it (int32/int64 were divided by their type's maximum)"
+    np.save(tmp_path/'a.npy', np.array([[0, 2048, 4095]], dtype))
+    np.testing.assert_allclose(load_image(tmp_path/'a.npy'), [[0, 2048/4095, 1]], rtol=1e-6)
+
+def test_load_image_float_out_of_range(tmp_path):
+    np.save(tmp_path/'f.npy', np.array([[0., 4095.]], np.float32))
+    with pytest.raises(DataError, match='f.npy: float pixel values from 0 to 4095'): load_image(tmp_path/'f.npy')
+
+@settings(max_examples=40, deadline=None)
+@given(x=arrays(np.float32, st.tuples(st.integers(1, 20), st.integers(1, 20)), elements=st.floats(.25, 1, width=32)))
+def test_save_load_round_trip(tmp_path_factory, x):
+    "What `save_image` writes, `load_image` reads back (images brighter than 1/4: see `image01` for darker ones)"
+    x[0, 0] = 1
+    fn = save_image(x, tmp_path_factory.mktemp('rt')/'x.png')
+    np.testing.assert_allclose(load_image(fn), x, atol=1/65535)
+    np.testing.assert_allclose(load_image(fn, bits=16), x, atol=1/65535)
+
+@settings(max_examples=60, deadline=None)
+@given(a=st.sampled_from([np.uint8, np.uint16, np.int32, np.int64, np.uint32]).flatmap(lambda t: arrays(
+    t, st.tuples(st.integers(1, 8), st.integers(1, 8)), elements=st.integers(0, min(2**20, np.iinfo(t).max)))))
+def test_image01_any_nonnegative_int(a):
+    y = image01(a)
+    assert y.dtype == np.float32 and y.shape == a.shape and 0 <= y.min() and y.max() <= 1
+    assert a.max() < 128 or y.max() >= .25   # depths 2 bits apart: the maximum fills at least a quarter of the chosen one
