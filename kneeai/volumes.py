@@ -6,7 +6,8 @@ Docs: https://kneeai.github.io/kneeai/volumes.html.md"""
 
 # %% ../nbs/04_volumes.ipynb #d31cfc3c
 from __future__ import annotations
-import warnings
+import warnings, os
+from collections.abc import Mapping
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
 with warnings.catch_warnings():  # kornia and fastai call torch.jit.script on import, which torch 2.x reports as deprecated
@@ -14,13 +15,13 @@ with warnings.catch_warnings():  # kornia and fastai call torch.jit.script on im
     import kornia.augmentation as K
     from fastai.data.all import *
     from fastai.vision.data import get_grid
-from .core import PLANES, MRNET_TASKS, VolumeError, DataError, get_device, reference_data
+from .core import PLANES, MRNET_TASKS, VolumeError, DataError, get_device
 
 # %% auto #0
 __all__ = ['MAX_SLICES', 'SIDE_RANGE', 'MAX_VOXELS', 'MRNET_MEAN', 'MRNET_STD', 'volume_info', 'volume_uint8', 'load_volume',
            'read_mrnet_labels', 'mrnet_df', 'exams_df', 'holdout_split', 'TensorVolume', 'pad_volumes', 'VolumeBlock',
-           'SliceCountBlock', 'VolumeToFloat', 'NormalizeVolume', 'VolumeAug', 'mrnet_block', 'mrnet_dls',
-           'VolumeDataLoaders', 'data_config', 'show_batch', 'show_results', 'volume_dl', 'mrnet_test_dl', 'exams_dl',
+           'SliceCountBlock', 'VolumeToFloat', 'NormalizeVolume', 'VolumeAug', 'mrnet_block', 'VolumeDataLoaders',
+           'data_config', 'mrnet_dls', 'show_batch', 'show_results', 'volume_dl', 'mrnet_test_dl', 'exams_dl',
            'exam_tensors']
 
 # %% ../nbs/04_volumes.ipynb #7beac6c2
@@ -39,6 +40,15 @@ def _header(f):
     else: raise ValueError(f'unsupported .npy format version {version}')
     return shape, dtype
 
+def _check_shape(fn, shape, dtype, hint=_NPY_HINT):
+    "A `VolumeError` naming `fn` unless `shape` and `dtype` are those of a plausible volume (slices, height, width)"
+    if dtype.kind not in 'uifb': raise VolumeError(fn, f'has dtype {dtype}: expected integers, floats or booleans', hint=hint)
+    if len(shape) != 3: raise VolumeError(fn, f'expected a 3-D array (slices, height, width), got shape {tuple(shape)}', hint=hint)
+    lo,hi = SIDE_RANGE
+    if not (1 <= shape[0] <= MAX_SLICES and all(lo <= s <= hi for s in shape[1:]) and np.prod(shape) <= MAX_VOXELS):
+        raise VolumeError(fn, f'implausible size {tuple(shape)}: expected 1-{MAX_SLICES} slices of {lo}-{hi} pixels a side',
+                          hint='is the array transposed, or several exams in one file?')
+
 def volume_info(fn # An MRNet-style `.npy` volume
                ) -> tuple: # (shape, dtype) read from the header alone
     "Shape and dtype of the volume in `fn`, checked for plausibility without reading its voxels"
@@ -51,12 +61,7 @@ def volume_info(fn # An MRNet-style `.npy` volume
         raise VolumeError(fn, f'not a readable .npy file ({e})', hint=hint) from None
     if dtype.hasobject: raise VolumeError(fn, 'holds pickled Python objects, which kneeai never loads (allow_pickle=False)',
                                           hint='save the voxels as a numeric array, e.g. arr.astype(np.uint8)')
-    if dtype.kind not in 'uifb': raise VolumeError(fn, f'has dtype {dtype}: expected integers, floats or booleans', hint=_NPY_HINT)
-    if len(shape) != 3: raise VolumeError(fn, f'expected a 3-D array (slices, height, width), got shape {shape}', hint=_NPY_HINT)
-    lo,hi = SIDE_RANGE
-    if not (1 <= shape[0] <= MAX_SLICES and all(lo <= s <= hi for s in shape[1:]) and np.prod(shape) <= MAX_VOXELS):
-        raise VolumeError(fn, f'implausible size {shape}: expected 1-{MAX_SLICES} slices of {lo}-{hi} pixels a side',
-                          hint='is the array transposed, or several exams in one file?')
+    _check_shape(fn, shape, dtype)
     return tuple(shape), dtype
 
 # %% ../nbs/04_volumes.ipynb #f4f533e9
@@ -70,6 +75,10 @@ def volume_uint8(a:np.ndarray, # A 3-D volume of any numeric dtype
     return np.round((a.astype(np.float32) - lo) * (255 / (float(hi) - float(lo)))).astype(np.uint8)
 
 # %% ../nbs/04_volumes.ipynb #98bc94f1
+def _check_finite(a, fn, hint='replace them (np.nan_to_num) before saving'):
+    "A `VolumeError` naming `fn` if the float volume `a` holds NaN or infinite voxels"
+    if a.dtype.kind == 'f' and not np.isfinite(a).all(): raise VolumeError(fn, f'{int((~np.isfinite(a)).sum())} NaN or infinite voxels', hint=hint)
+
 def load_volume(fn, # An MRNet-style `.npy` volume (slices, height, width)
                 scale:bool=True, # Scale per volume to `uint8` 0..255 (`volume_uint8`); `False` returns the stored array
                ) -> np.ndarray:
@@ -77,8 +86,7 @@ def load_volume(fn, # An MRNet-style `.npy` volume (slices, height, width)
     _,dtype = volume_info(fn)
     try: a = np.load(fn, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e: raise VolumeError(fn, f'truncated or corrupt .npy file ({e})', hint=_NPY_HINT) from None
-    if dtype.kind == 'f' and not np.isfinite(a).all():
-        raise VolumeError(fn, f'{int((~np.isfinite(a)).sum())} NaN or infinite voxels', hint='replace them (np.nan_to_num) before saving')
+    _check_finite(a, fn)
     return volume_uint8(a, fn) if scale else a
 
 # %% ../nbs/04_volumes.ipynb #73f1562e
@@ -155,16 +163,59 @@ def mrnet_df(path, # An MRNet folder: `train/` and `valid/` of `<plane>/<id>.npy
     return _add_planes(df, fns, planes)
 
 # %% ../nbs/04_volumes.ipynb #1f80d5fb
-def exams_df(exams, # Exam folders, each holding `<plane>.npy` for the requested planes
-             planes=PLANES, # Planes whose files must be present
+_ARRAY_HINT = 'pass one numeric 3-D array (slices, height, width) per plane, as MRNet stores them'
+
+def _array_volume(a, name):
+    "The checked array `a` scaled to `uint8` (`volume_uint8`; MRNet's arrays are kept as they are), errors naming `name`"
+    if isinstance(a, (str, os.PathLike)): raise VolumeError(name, f'a file name ({a}), not an array', hint='give the exam as a folder, or np.load the file')
+    try: a = np.asarray(a)
+    except (ValueError, TypeError) as e: raise VolumeError(name, f'not an array ({e})', hint=_ARRAY_HINT) from None
+    _check_shape(name, a.shape, a.dtype, hint=_ARRAY_HINT)
+    _check_finite(a, name, hint='replace them (np.nan_to_num) first')
+    return volume_uint8(a, name)
+
+def _exam_volumes(exam, eid, planes) -> dict:
+    "Plane -> (file name or checked `uint8` array, slice count) of one exam, a folder or a mapping plane -> array"
+    if isinstance(exam, Mapping):
+        missing = [p for p in planes if p not in exam]
+        if missing: raise DataError(eid, f'no {", ".join(missing)} volume in the exam (it has {", ".join(map(str, exam)) or "none"})',
+                                    hint=f'an exam given as a dict maps each of {", ".join(planes)} to an array (slices, height, width)')
+        vols = {p: _array_volume(exam[p], f'{eid}/{p}') for p in planes}
+        return {p: (v, len(v)) for p,v in vols.items()}
+    if not isinstance(exam, (str, os.PathLike)):
+        raise DataError(eid, f'{type(exam).__name__!r} is not an exam: give a folder of <plane>.npy files or a dict plane -> array')
+    e,hint = Path(exam),f'an exam folder holds {", ".join(p+".npy" for p in planes)}'
+    if not e.is_dir(): raise DataError(e, 'not an exam folder', hint=hint)
+    missing = [p+'.npy' for p in planes if not (e/f'{p}.npy').is_file()]
+    if missing: raise DataError(e, f'no {", ".join(missing)} in the exam folder', hint=hint)
+    return {p: (str(e/f'{p}.npy'), volume_info(e/f'{p}.npy')[0][0]) for p in planes}
+
+def exams_df(exams, # Exams, each a folder holding `<plane>.npy` or a dict plane -> array (slices, H, W); or a single exam
+             planes=PLANES, # Planes every exam must have
+             ids=None, # One id per exam; default: the folder's name, 'exam{i}' for a dict
             ) -> pd.DataFrame:
-    "One row per exam folder: id (the folder's name), and each plane's file and slice count"
-    exams,planes = [Path(e) for e in L(exams)],_names(planes, PLANES, 'plane')
-    for e in exams:
-        if not e.is_dir(): raise DataError(e, 'not an exam folder', hint=f'an exam folder holds {", ".join(p+".npy" for p in planes)}')
-        missing = [p+'.npy' for p in planes if not (e/f'{p}.npy').is_file()]
-        if missing: raise DataError(e, f'no {", ".join(missing)} in the exam folder', hint=f'an exam folder holds {", ".join(p+".npy" for p in planes)}')
-    return _add_planes(pd.DataFrame({'id': [e.name for e in exams]}), {p: [e/f'{p}.npy' for e in exams] for p in planes}, planes)
+    "One row per exam: id, and each plane's file (or checked `uint8` array) and slice count; every exam is checked"
+    planes = _names(planes, PLANES, 'plane')
+    exams = [exams] if isinstance(exams, (str, os.PathLike, Mapping)) else list(L(exams))
+    if ids is None: ids = [Path(e).name if isinstance(e, (str, os.PathLike)) else f'exam{i}' for i,e in enumerate(exams)]
+    ids = [str(i) for i in L(ids)]
+    if len(ids) != len(exams): raise DataError(reason=f'{len(ids)} ids for {len(exams)} exams', hint='give one id per exam, or none')
+    rows,errs = [],[]
+    for e,i in zip(exams, ids):
+        try: rows.append(_exam_volumes(e, i, planes))
+        except (DataError, VolumeError) as err: errs.append(err)
+    if len(errs) == 1: raise errs[0]
+    if errs:
+        cls = type(errs[0]) if all(type(e) is type(errs[0]) for e in errs) else DataError
+        raise cls(reason=f'{len(errs)} of {len(exams)} exams cannot be used: ' + '; '.join(f'{e.path}: {e.reason}' for e in errs[:5])
+                  + ('; ...' if len(errs) > 5 else ''), hint=errs[0].hint if len({e.hint for e in errs}) == 1 else None)
+    df = pd.DataFrame({'id': ids})
+    for p in planes:
+        col = np.empty(len(rows), object)  # filled one by one: numpy would stack equal-shaped arrays
+        for k,r in enumerate(rows): col[k] = r[p][0]
+        df[p],df[f'{p}_slices'] = col,[r[p][1] for r in rows]
+    return df
+
 
 # %% ../nbs/04_volumes.ipynb #f888e2f6
 def holdout_split(df:pd.DataFrame, # Exams, e.g. from `mrnet_df`
@@ -230,6 +281,7 @@ def VolumeBlock(plane:str|None=None # The plane, for titles
     "A `TransformBlock` for one plane's volumes, read from `.npy` files and zero-padded per batch"
     return TransformBlock(type_tfms=partial(TensorVolume.create, plane=plane), dls_kwargs={'before_batch': pad_volumes})
 
+# %% ../nbs/04_volumes.ipynb #3deb6e8f
 def SliceCountBlock() -> TransformBlock:
     "A `TransformBlock` for an exam's slice count per plane, a `LongTensor` (set from the volumes by `pad_volumes`)"
     return TransformBlock(type_tfms=_slice_counts)
@@ -321,6 +373,20 @@ def mrnet_block(planes=PLANES, # Planes, in the order of the model's inputs
     return DataBlock(blocks=blocks, getters=getters, n_inp=len(planes)+1, splitter=ifnone(splitter, ColSplitter('is_valid')),
                      batch_tfms=tfms)
 
+# %% ../nbs/04_volumes.ipynb #3b364133
+class VolumeDataLoaders(DataLoaders):
+    "`DataLoaders` that keep their `data_config` (planes, tasks, size, normalisation), also through `learn.export`"
+    def __init__(self, *loaders, data_config:dict|None=None, **kwargs):
+        super().__init__(*loaders, **kwargs); self.data_config = data_config
+    def new_empty(self):
+        res = super().new_empty(); res.data_config = self.data_config; return res
+
+# %% ../nbs/04_volumes.ipynb #61c78713
+def data_config(planes=PLANES, tasks=MRNET_TASKS, size:int|None=None, mean:float=MRNET_MEAN, std:float=MRNET_STD) -> dict:
+    "What a saved model needs to prepare its inputs as in training (JSON-serialisable; `mrnet_dls` sets `dls.data_config`)"
+    return dict(planes=list(planes), tasks=list(tasks or ()), size=size, mean=mean, std=std,
+                scaling='per volume min-max to 0..255, resize to size x size (bilinear, antialiased), then (x - mean) / std; padded slices 0')
+
 # %% ../nbs/04_volumes.ipynb #f1d0b1b8
 def mrnet_dls(path, # An MRNet folder (train/, valid/, <split>-<task>.csv)
               tasks=MRNET_TASKS, # Tasks, in the order of the targets' columns
@@ -348,19 +414,6 @@ def mrnet_dls(path, # An MRNet folder (train/, valid/, <split>-<task>.csv)
                                                                            device=device, **kwargs)
     return VolumeDataLoaders(*dls.loaders, path=dls.path, device=device, data_config=data_config(planes, tasks, size, mean, std))
 
-# %% ../nbs/04_volumes.ipynb #3b364133
-class VolumeDataLoaders(DataLoaders):
-    "`DataLoaders` that keep their `data_config` (planes, tasks, size, normalisation), also through `learn.export`"
-    def __init__(self, *loaders, data_config:dict|None=None, **kwargs):
-        super().__init__(*loaders, **kwargs); self.data_config = data_config
-    def new_empty(self):
-        res = super().new_empty(); res.data_config = self.data_config; return res
-
-def data_config(planes=PLANES, tasks=MRNET_TASKS, size:int|None=None, mean:float=MRNET_MEAN, std:float=MRNET_STD) -> dict:
-    "What a saved model needs to prepare its inputs as in training (JSON-serialisable; `mrnet_dls` sets `dls.data_config`)"
-    return dict(planes=list(planes), tasks=list(tasks or ()), size=size, mean=mean, std=std,
-                scaling='per volume min-max to 0..255, resize to size x size (bilinear, antialiased), then (x - mean) / std; padded slices 0')
-
 # %% ../nbs/04_volumes.ipynb #0ec7a45a
 _VolumeInputs = tuple[TensorVolume, Tensor] | tuple[TensorVolume, TensorVolume, Tensor] | tuple[TensorVolume, TensorVolume, TensorVolume, Tensor]
 
@@ -385,6 +438,7 @@ def show_batch(x:_VolumeInputs, y, samples, ctxs=None, max_n:int=4, figsize=None
     "Middle slice of each plane of `max_n` exams, with their findings"
     return _show_exams(samples, ctxs, max_n, figsize, [(_findings(s[-1]) if len(s) > len(x) else '', 'black') for s in samples], **kwargs)
 
+# %% ../nbs/04_volumes.ipynb #d5141432
 @dispatch
 def show_results(x:_VolumeInputs, y, samples, outs, ctxs=None, max_n:int=4, figsize=None, **kwargs):
     "Middle slice of each plane of `max_n` exams, with their findings and the predicted ones (green: all right)"
@@ -419,20 +473,23 @@ def mrnet_test_dl(path, # An MRNet folder
     "A `DataLoader` over every exam of `split` (in `dl.items.id` order), prepared as in training, not augmented"
     return volume_dl(mrnet_df(path, split, tasks or None, planes), planes, tasks, **kwargs)
 
+# %% ../nbs/04_volumes.ipynb #52907f68
 @delegates(volume_dl, but=['df', 'tasks'])
-def exams_dl(exams, # Exam folders holding `sagittal.npy`, `coronal.npy`, `axial.npy` (the planes needed)
+def exams_dl(exams, # Exams: folders holding `<plane>.npy`, or dicts plane -> array (slices, H, W) (see `exams_df`)
              planes=PLANES, # Planes, in the order of the model's inputs
-             tasks=None, # Ignored: exam folders have no labels (lets `**data_config` be passed)
+             tasks=None, # Ignored: exams have no labels here (lets `**data_config` be passed)
+             ids=None, # One id per exam (`dl.items.id`); default: see `exams_df`
              **kwargs, # size, mean, std, bs, device, num_workers: see `volume_dl`
             ) -> TfmdDL:
-    "A `DataLoader` over exam folders (in the order given), prepared as in training; batches are inputs only"
-    return volume_dl(exams_df(exams, planes), planes, None, **kwargs)
+    "A `DataLoader` over exams (in the order given), prepared as in training; batches are inputs only"
+    return volume_dl(exams_df(exams, planes, ids), planes, None, **kwargs)
 
+# %% ../nbs/04_volumes.ipynb #8b12a036
 @delegates(volume_dl, but=['df', 'tasks', 'bs', 'num_workers'])
-def exam_tensors(exam, # An exam folder holding `sagittal.npy`, `coronal.npy`, `axial.npy` (the planes needed)
+def exam_tensors(exam, # One exam: a folder holding `<plane>.npy`, or a dict plane -> array (slices, H, W)
                  planes=PLANES, # Planes, in the order of the model's inputs
                  tasks=None, # Ignored (lets `**data_config` be passed)
                  **kwargs, # size, mean, std, device: see `volume_dl`
                 ) -> tuple:
-    "The model inputs `(*volumes, slice_counts)` of one exam folder as plain tensors with a batch dimension of 1: call `model(*xs)`"
+    "The model inputs `(*volumes, slice_counts)` of one exam as plain tensors with a batch dimension of 1: call `model(*xs)`"
     return tuple(o.as_subclass(Tensor) for o in exams_dl([exam], planes, bs=1, **kwargs).one_batch())
