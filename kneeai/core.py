@@ -46,6 +46,7 @@ class KneeaiError(Exception):
 
     def __reduce__(self): return (self.__class__, (self.path, self.reason, self.hint))
 
+# %% ../nbs/00_core.ipynb #df0cc8b0
 class DicomError(KneeaiError):
     "A DICOM file that cannot be read into calibrated pixels"
 

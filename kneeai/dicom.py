@@ -73,6 +73,7 @@ def is_dicom(fn) -> bool:
         with open(fn, 'rb') as f: return f.read(132)[128:] == b'DICM'
     except OSError: return False
 
+# %% ../nbs/01_dicom.ipynb #31f26364
 def dicom_files(path, # A folder (searched recursively) or a single file
                 recurse:bool=True, # Search sub-folders too
                ) -> list[Path]:
@@ -291,6 +292,7 @@ def pseudo_uid(uid:str, salt:str='') -> str:
     "A UID under the 2.25 root derived from `uid` and `salt`: the same input always gives the same UID"
     return '2.25.' + str(int.from_bytes(_digest(uid, salt)[:16], 'big'))
 
+# %% ../nbs/01_dicom.ipynb #256aa926
 def pseudo_id(value:str, salt:str='') -> str:
     "A short pseudonymous identifier derived from `value` and `salt`"
     return 'ANON-' + _digest(value, salt).hex()[:12].upper()

@@ -160,6 +160,7 @@ def kornia_clahe_args(shape:tuple, # (height, width) of the images
     k = (max(h//8, 1), max(w//8, 1)) if kernel_size is None else (kernel_size,)*2 if np.isscalar(kernel_size) else tuple(kernel_size)
     return dict(clip_limit=float(clip_limit*nbins), grid_size=(max(h//int(k[0]), 1), max(w//int(k[1]), 1)))
 
+# %% ../nbs/02_preprocess.ipynb #f942b095
 def clahe(img, # A 2-D image scaled to [0, 1]
           clip_limit:float=.01, # Clip height as a fraction of a tile's pixels (scikit-image's convention)
           kernel_size:int|tuple|None=None, # Tile size in pixels (default 1/8 of each side)
@@ -169,6 +170,7 @@ def clahe(img, # A 2-D image scaled to [0, 1]
     if a.max() <= a.min(): return np.zeros_like(a)
     return exposure.equalize_adapthist(np.clip(a, 0, 1), kernel_size=kernel_size, clip_limit=clip_limit).astype(np.float32)
 
+# %% ../nbs/02_preprocess.ipynb #9b77ecb4
 def clahe_batch(x:torch.Tensor, # Images in [0, 1], shape (..., H, W), on any device
                 clip_limit:float=.01, # As in `clahe`
                 kernel_size:int|tuple|None=None, # As in `clahe`
@@ -247,6 +249,7 @@ def knee_box(img, # A 2-D radiograph, higher meaning denser
     ms = _body(s, fs) if mask is None else working_image(mask.astype(np.float32))[0] > .5
     return _knee_square(s, f, fs, ms, np.shape(img)[:2], scale)
 
+# %% ../nbs/02_preprocess.ipynb #70888eda
 def crop_box(img, # A 2-D image
              box:tuple, # `(x0, y0, x1, y1)`, exclusive ends, possibly past the image's edges
              fill:float=0., # Value for the part outside the image
@@ -265,6 +268,7 @@ def box_iou(a:tuple, b:tuple) -> float:
     inter = iw*ih; union = (a[2]-a[0])*(a[3]-a[1]) + (b[2]-b[0])*(b[3]-b[1]) - inter
     return inter/union if union > 0 else 0.
 
+# %% ../nbs/02_preprocess.ipynb #a2b95342
 def box_contains(outer:tuple, inner:tuple, tol:int=0) -> bool:
     "Whether box `outer` contains box `inner` (within `tol` pixels)"
     return (outer[0] <= inner[0]+tol and outer[1] <= inner[1]+tol and outer[2] >= inner[2]-tol and outer[3] >= inner[3]-tol)

@@ -43,6 +43,7 @@ def label_matrix(y, # Labels: `(n,)` class indices, or `(n, n_labels)` 0/1 for m
     if n_classes is not None and y.shape[1] != n_classes: raise DataError('labels', f'{y.shape[1]} label columns for a vocabulary of {n_classes}')
     return y.astype(bool)
 
+# %% ../nbs/06_sampling.ipynb #c6aca15f
 def class_counts(y, # Labels: `(n,)` class indices or `(n, n_labels)` 0/1
                  n_classes:int|None=None, # Vocabulary length (single-label); None: `max(y)+1`
                 ) -> np.ndarray:
@@ -71,6 +72,7 @@ def dataset_labels(ds, # A fastai `Datasets` (e.g. `dls.train_ds`), or any datas
     raise DataError(type(ds).__name__, f'targets of type {type(ys[0]).__name__} and shape {tuple(t.shape)} are not class labels',
                     hint='rebalancing and class weights need a CategoryBlock or MultiCategoryBlock target')
 
+# %% ../nbs/06_sampling.ipynb #7a770857
 def train_labels(dls, # `DataLoaders`, or a whole `Datasets` (its `train` subset is read)
                 ) -> np.ndarray:
     "Training targets of `dls` without loading images: `(n,)` class indices or `(n, n_labels)` 0/1"
@@ -205,6 +207,7 @@ class BalancedDL(TfmdDL):
         return self._plan
 
     def get_idxs(self):
+        "One epoch's indices: the balanced batches of `balanced_batches` end to end, a new draw each epoch"
         if not self.shuffle or not self.n: return super().get_idxs()
         res,self._plan = self._next_plan(),None
         return res
@@ -226,6 +229,7 @@ class ClassWeightedDL(WeightedDL):
         same = dataset is None or dataset is self.dataset
         return super().new(dataset, cls, **(dict(wgts=self.wgts) if same and 'wgts' not in kwargs else {}), **kwargs)
 
+# %% ../nbs/06_sampling.ipynb #fd74c505
 def example_weights(y, # Labels: `(n,)` class indices or `(n, n_labels)` 0/1
                     n_classes:int|None=None, # Vocabulary length (single-label)
                    ) -> np.ndarray:
@@ -236,6 +240,7 @@ def example_weights(y, # Labels: `(n,)` class indices or `(n, n_labels)` 0/1
     w = (G/np.maximum(G.sum(0), 1)).max(1)
     return w/w.sum()
 
+# %% ../nbs/06_sampling.ipynb #dd9b8a59
 def rebalance(dls:DataLoaders, # `DataLoaders` whose training loader is replaced (the input is not modified)
               how:str|None='batch', # 'batch': `BalancedDL`; 'weighted': `ClassWeightedDL` (fastai's `WeightedDL`); None: `dls` unchanged
               k:int=1, # For 'batch': examples (positives) of each class in every batch
@@ -257,6 +262,7 @@ def rebalance(dls:DataLoaders, # `DataLoaders` whose training loader is replaced
     else: new = trn.new(cls=ClassWeightedDL, wgts=example_weights(y, n_classes), shuffle=True)
     return DataLoaders(new, *dls.loaders[1:], path=dls.path, device=dls.device)
 
+# %% ../nbs/06_sampling.ipynb #63d846e0
 @patch
 def balanced(self:DataLoaders,
              k:int=1, # Examples (positives) of each class in every training batch
@@ -284,6 +290,7 @@ def class_weights(y, # Labels: `(n,)` class indices or `(n, n_labels)` 0/1
     else: raise DataError(f'how={how!r}', 'unknown class weighting', hint="use 'inverse' or 'effective'")
     return torch.tensor(np.where(p, w, w[p].max()), dtype=torch.float32)
 
+# %% ../nbs/06_sampling.ipynb #c5b42b46
 def pos_weights(y, # Multi-label targets `(n, n_labels)` 0/1
                 absent:str='error', # A label without positive examples: 'error', or 'skip' (it gets the largest weight)
                ) -> torch.Tensor:
@@ -317,6 +324,7 @@ class ClassFocalLoss(FocalLoss):
         if self.weight is not None: loss = loss*self.weight[targ]
         return loss.mean() if self.reduction == 'mean' else loss.sum() if self.reduction == 'sum' else loss
 
+# %% ../nbs/06_sampling.ipynb #c1482daa
 class WeightedFocalLossFlat(FocalLossFlat):
     "fastai's `FocalLossFlat` with class weights applied as in the paper (`ClassFocalLoss`)"
     def __init__(self, *args,
@@ -368,6 +376,7 @@ def prior_bias(y, # Labels: `(n,)` class indices or `(n, n_labels)` 0/1
     b = np.log(p) if np.asarray(y).ndim == 1 else np.log(p/(1 - p))
     return torch.tensor(b, dtype=torch.float32)
 
+# %% ../nbs/06_sampling.ipynb #970a7bf0
 def init_prior_bias(model, # A `Learner`, a model (its last `nn.Linear` is used) or an `nn.Linear`
                     dls=None, # `DataLoaders` whose training labels give the priors (default: the `Learner`'s)
                     labels=None, # Training targets instead of `dls`

@@ -31,12 +31,14 @@ def sd_ellipsoid(x, y, z, c, r):
     np.sqrt(t, out=t); t -= 1; t *= np.float32(min(r))
     return t
 
+# %% ../nbs/03_synthetic.ipynb #d7808cbc
 def sd_column(x, y, z, c, r, zr=None):
     "Approximate signed distance to an elliptic column along z: centre `c`=(x,y), radii `r`, between heights `zr`=(z0,z1)"
     t = _sq(x, c[0], r[0]); t += _sq(y, c[1], r[1])
     np.sqrt(t, out=t); t -= 1; t *= np.float32(min(r))
     return t if zr is None else np.maximum(t, np.abs(z - np.float32((zr[0]+zr[1])/2)) - np.float32((zr[1]-zr[0])/2), out=t)
 
+# %% ../nbs/03_synthetic.ipynb #ca3ed5fc
 def sd_capsule(x, y, z, a, b, r):
     "Signed distance to the capsule of radius `r` around the segment from `a` to `b`"
     a,b = np.asarray(a, np.float32),np.asarray(b, np.float32)
@@ -44,6 +46,7 @@ def sd_capsule(x, y, z, a, b, r):
     t = np.clip(((x-a[0])*ab[0] + (y-a[1])*ab[1] + (z-a[2])*ab[2])*np.float32(1/(ab@ab)), 0, 1)
     return np.sqrt((x-a[0]-t*ab[0])**2 + (y-a[1]-t*ab[1])**2 + (z-a[2]-t*ab[2])**2) - np.float32(r)
 
+# %% ../nbs/03_synthetic.ipynb #91ab2e26
 def smin(a, b, k):
     "Smooth union of two signed distances, blending over a distance `k`"
     d = a - b
@@ -82,6 +85,7 @@ def check_prevalence(prevalence:dict|None=None # Prevalence per task in `MRNET_T
         raise DataError(p, 'abnormal is rarer than a tear', hint='every ACL or meniscal tear is abnormal: raise abnormal or lower acl/meniscus')
     return {t: float(v) for t,v in p.items()}
 
+# %% ../nbs/03_synthetic.ipynb #3a2486eb
 def draw_labels(u, # Three uniform random numbers, for acl, meniscus and abnormal
                 prevalence:dict, # From `check_prevalence`
                 labels:dict|None=None # Labels to impose; the others are drawn given these
@@ -119,6 +123,7 @@ def difficulty_value(difficulty:str|float # A name in `DIFFICULTY` or a number f
         raise DataError(difficulty, 'difficulty must be a name or a number from 0 to 1', hint=hint)
     return float(difficulty)
 
+# %% ../nbs/03_synthetic.ipynb #65eba0dc
 def lesion_scales(difficulty:str|float # See `difficulty_value`
                  ) -> dict:
     "Size and contrast of the lesions at a difficulty; lengths in knee units (the field of view is about 2)"
@@ -202,6 +207,7 @@ class Shape:
         r = cache[id(b)] - np.float32(self.d)
         return r if self.cut is None else np.maximum(r, self.cut(x[blk], y[blk], z[blk]))
 
+# %% ../nbs/03_synthetic.ipynb #5e37a769
 def offset(s:Shape, d:float, cut=None) -> Shape:
     "Shape `s` grown by `d` (shrunk if negative; up to `MARGIN`), optionally only where `cut(x,y,z) < 0`"
     return Shape(base=s, d=d, cut=cut)
@@ -222,6 +228,7 @@ def femur(a:dict) -> Shape:
         return np.maximum(d, -notch)
     return Shape(fn, (-0.5*c-0.05, -0.35, 0.0), (0.5*c+0.05, 0.45, BIG))
 
+# %% ../nbs/03_synthetic.ipynb #1e40276e
 def tibia(a:dict) -> Shape:
     "Proximal tibia: plateau, tapering shaft, tibial spines, tuberosity"
     p,top = a['plateau'],0.03-a['joint']
@@ -232,6 +239,7 @@ def tibia(a:dict) -> Shape:
         return smin(d, sd_ellipsoid(x, y, z, (0, -0.26, top-0.3), (0.12, 0.08, 0.13)), 0.08)
     return Shape(fn, (-0.56*p-0.05, -0.4, -BIG), (0.56*p+0.05, 0.45, top+0.05))
 
+# %% ../nbs/03_synthetic.ipynb #f624ab71
 def fibula(a:dict) -> Shape:
     "Fibular head and shaft, posterolateral"
     top = 0.03-a['joint']
@@ -239,6 +247,7 @@ def fibula(a:dict) -> Shape:
                             sd_column(x, y, z, (0.47, 0.27), (0.06, 0.06), (-BIG, top-0.3)), 0.06)
     return Shape(fn, (0.33, 0.13, -BIG), (0.57, 0.37, top-0.19))
 
+# %% ../nbs/03_synthetic.ipynb #440dbf94
 def patella(a:dict) -> Shape: return _ell((0, -0.47, a['patella']), (0.21, 0.085, 0.17))
 
 # %% ../nbs/03_synthetic.ipynb #2aa501e1
@@ -255,6 +264,7 @@ def meniscus(a:dict, medial:bool) -> Shape:
         return np.maximum(wedge, -roots)
     return Shape(fn, (cx-rx, 0.05-ry, top-0.01), (cx+rx, 0.05+ry, top+h+0.01))
 
+# %% ../nbs/03_synthetic.ipynb #b954e777
 def acl_ends(a:dict):
     "Femoral (posterior, on the lateral condyle's inner wall) and tibial (anterior) attachments of the ACL"
     return np.array([0.08, 0.2, 0.2]), np.array([0.02+a['acl_tilt'], -0.1, 0.02-a['joint']])
@@ -275,6 +285,7 @@ def acl_layers(ex:dict) -> list:
     return [('ligament', _cap(a0, at(t0), 0.032*p['swell']), None), ('ligament', _cap(at(t1), b0, 0.032*p['swell']), None),
             ('tear', _cap(at(t0), at(t1), s['acl_radius']), 'acl_tear')]
 
+# %% ../nbs/03_synthetic.ipynb #5b4ef7b4
 def meniscal_tear(ex:dict, menisci) -> Shape:
     "A slab through the posterior horn of the medial or lateral meniscus, and the parameniscal cyst it feeds"
     a,p,s = ex['anat'],ex['meniscal_tear'],lesion_scales(ex['difficulty'])
@@ -294,6 +305,7 @@ def meniscal_tear(ex:dict, menisci) -> Shape:
     return Shape(lambda x,y,z: np.minimum(np.maximum(m.fn(x, y, z) + np.float32(0.004), cut(x, y, z)), cyst.fn(x, y, z)),
                  np.minimum(m.lo, cyst.lo), np.maximum(m.hi, cyst.hi))
 
+# %% ../nbs/03_synthetic.ipynb #8ddc64e6
 def bone_bruise(ex:dict, fem:Shape, tib:Shape) -> Shape:
     "Marrow oedema: an ellipsoid inside the femur or the tibia"
     a,p = ex['anat'],ex['bone_bruise']
@@ -302,6 +314,7 @@ def bone_bruise(ex:dict, fem:Shape, tib:Shape) -> Shape:
     e = _ell(np.add(c, p['off']), (0.1*f*p['r'][0], 0.12*f*p['r'][1], 0.08*f*p['r'][0]))
     return Shape(lambda x,y,z: np.maximum(e.fn(x, y, z), bone.fn(x, y, z) + 0.03), e.lo, e.hi)
 
+# %% ../nbs/03_synthetic.ipynb #34589db5
 def lesion_value(ex:dict, tissue:str, con:dict) -> float:
     "Signal of a lesion: between the healthy tissue's and the lesion's own, the nearer to healthy the harder"
     c = lesion_scales(ex['difficulty'])['contrast']
@@ -363,6 +376,7 @@ def plane_axes(ex:dict, plane:str):
     m = np.diag([ex['side'], 1, 1]) @ ex['rot'].T / ex['scale']  # scanner to knee coordinates
     return m@(np.array(o) - ex['shift']), np.array(steps)@m.T
 
+# %% ../nbs/03_synthetic.ipynb #6ef61773
 def index_box(o, inv, lo, hi, shape) -> tuple:
     "Slices of the voxel block (of a grid with origin `o` and inverse steps `inv`) that holds the box `lo`..`hi`"
     corners = np.array(list(itertools.product(*zip(lo, hi))))
@@ -370,6 +384,7 @@ def index_box(o, inv, lo, hi, shape) -> tuple:
     a,b = np.floor(idx.min(0)).astype(int),np.ceil(idx.max(0)).astype(int)+1
     return tuple(slice(max(i, 0), min(j, n)) for i,j,n in zip(a, b, shape))
 
+# %% ../nbs/03_synthetic.ipynb #1bf236e3
 def texture(ex:dict, o, st, shape):
     "Smooth multiplicative texture (about 1) of marrow, muscle and fat: plane waves summed as one small product"
     w = ex['texture']

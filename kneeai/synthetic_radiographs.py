@@ -583,6 +583,7 @@ def synth_radiograph_row(row, seed=0, size=512):
     return synth_radiograph(g, size, row['view'], row['laterality'], int(row['schatzker']), row['photometric'],
                             int(row['bits_stored']), fracture_rng=gf)
 
+# %% ../nbs/03b_synthetic_radiographs.ipynb #03f0bae2
 def _label(row, meta):
     fb = meta['fracture_box'] or (pd.NA,)*4
     return dict(file=row['file'], patient_id=row['patient_id'], study_id=row['study_id'], view=row['view'],
