@@ -25,7 +25,8 @@ from fastai.callback.tracker import SaveModelCallback
 from kneeai.core import PLANES, MRNET_TASKS, set_seed, device_info, get_device
 from kneeai.synthetic import synth_mrnet
 from kneeai.volumes import mrnet_dls, mrnet_df, MRNET_MEAN, MRNET_STD
-from kneeai.train import mrnet_learner, cpu_bf16_native
+from kneeai.train import mrnet_learner
+from kneeai.learner import cpu_bf16_native
 
 class TrainTimer(Callback):
     "Seconds spent in the training phase of each epoch"

@@ -1,7 +1,7 @@
 """Everything public in kneeai in one import, as `fastai.vision.all` does: `from kneeai.all import *`.
 
-Written by hand (nbdev does not generate it). Not included: `kneeai.cli` (the command) and `kneeai.app` (the web
-app, which needs `pip install "kneeai[app]"`)."""
+Written by hand (nbdev does not generate it), in the order of the layers. Not included: `kneeai.cli` (the command) and
+`kneeai.app` (the web app, which needs `pip install "kneeai[app]"`)."""
 from .core import *
 from .dicom import *
 from .preprocess import *
@@ -12,7 +12,10 @@ from .radiographs import *
 from .sampling import *
 from .models import *
 from .metrics import *
+from .learner import *
 from .train import *
+from .radiograph_train import *
 from .pretrain import *
 from .semisup import *
 from .interpret import *
+from .demo import *

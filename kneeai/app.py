@@ -14,7 +14,7 @@ import numpy as np, pandas as pd, torch
 import kneeai
 from .core import PLANES, KneeaiError, DataError, VolumeError, ModelError, DicomError, kneeai_home
 from .volumes import load_volume, exams_dl
-from .train import load_model, predict_probs, CONFIG_NAME
+from .learner import load_model, predict_probs, CONFIG_NAME
 
 # %% auto #0
 __all__ = ['MAX_UPLOAD_MB', 'EXAM_KINDS', 'IMAGE_KINDS', 'upload_items', 'file_kind', 'check_upload_size', 'split_uploads',
@@ -241,12 +241,12 @@ def image_probs(model, # A `RadiographNet`, from `load_app_model`
                 bs:int=16, # Images per forward pass
                ) -> pd.DataFrame: # One row per image, one column per class (named as `predict_images` names them)
     "Probabilities per class (or label) of prepared radiographs"
-    from kneeai.radiographs import class_probs
+    from kneeai.models import output_probs
     dev,names,out = next(model.parameters()).device,list(xs),[]
     with torch.inference_mode():
         for i in range(0, len(names), bs):
             x = torch.stack([xs[n] for n in names[i:i+bs]]).as_subclass(torch.Tensor).to(dev)
-            out.append(class_probs(model(x), cfg).float().cpu())
+            out.append(output_probs(model(x), cfg).float().cpu())
     return pd.DataFrame(torch.cat(out).numpy(), index=pd.Index(names, name='input'), columns=[str(c) for c in cfg['data']['classes']])
 
 # %% ../nbs/14_app.ipynb #12b58c84

@@ -159,7 +159,7 @@ def _train_mrnet(args):
     print(f"model, report, ROC curves and training log in {res['out']}")
 
 def _predict(args):
-    from kneeai.train import predict_exams, predict_split
+    from kneeai.learner import predict_exams, predict_split
     from kneeai.core import DataError
     if _is_radiograph_model(args.model): df = _predict_radiographs(args)
     else:
@@ -173,7 +173,7 @@ def _predict(args):
         raise SystemExit(1)
 
 def _demo(args):
-    from kneeai.train import mrnet_demo
+    from kneeai.demo import mrnet_demo
     from kneeai.metrics import format_report
     opts = {k: getattr(args, k) for k in ('n_train', 'n_valid', 'size', 'epochs', 'seed', 'arch') if getattr(args, k) is not None}
     res = mrnet_demo(args.out, device=args.device, progress=not args.quiet, **opts)
@@ -234,10 +234,10 @@ _RADIOGRAPH_TASKS = ('fracture', 'schatzker', 'kl', 'multilabel')
 _RADIOGRAPH_LOSSES = ('ce', 'weighted_ce', 'focal', 'weighted_focal', 'bce', 'weighted_bce', 'coral')
 
 def _train_radiographs(args):
-    from kneeai.radiographs import train_radiographs
+    from kneeai.radiograph_train import train_radiographs
     from kneeai.metrics import format_report
     label_col = _csv_list(args.label_col) if args.label_col and args.task == 'multilabel' else args.label_col
-    res = train_radiographs(args.data, args.out, task=args.task, path=args.images, fn_col=args.fn_col, label_col=label_col,
+    res = train_radiographs(args.data, args.out, task=args.task, images=args.images, fn_col=args.fn_col, label_col=label_col,
                             patient_col=None if args.patient_col.lower() == 'none' else args.patient_col, arch=args.arch,
                             pretrained=args.pretrained, loss=args.loss, sampler=args.sampler, size=args.size, in_chans=args.in_chans,
                             prep=not args.no_prep, clahe=args.clahe, epochs=args.epochs, bs=args.bs, lr=args.lr, valid_pct=args.valid_pct,
@@ -283,7 +283,7 @@ def _is_radiograph_model(model_dir) -> bool:
     return isinstance(cfg, dict) and (cfg.get('model') or {}).get('kind') == 'RadiographNet'
 
 def _predict_radiographs(args):
-    from kneeai.radiographs import predict_images
+    from kneeai.learner import predict_images
     from kneeai.core import DataError
     if args.data or not args.exams: raise DataError(args.model, 'a radiograph model predicts DICOM or image files', hint='kneeai predict --model DIR FILE...')
     return predict_images(args.model, args.exams, device=args.device)

@@ -7,21 +7,26 @@ Docs: https://kneeai.github.io/kneeai/interpret.html.md"""
 
 # %% ../nbs/12_interpret.ipynb #12a092e0
 from __future__ import annotations
-import json, copy
+import json, copy, matplotlib
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.basics import patch, ifnone
+import matplotlib.pyplot as plt
+from PIL import Image
 from .core import KneeaiError, ModelError, VolumeError, DataError, atomic_write
-from .models import last_conv, create_backbone, MRNet, TripleMRNet
-from .volumes import TensorVolume, VolumeToFloat, NormalizeVolume, MRNET_MEAN, MRNET_STD, data_config, exams_df, load_volume
+from .dicom import dicom_files
+from .volumes import exams_df, exam_tensors, load_volume, read_mrnet_labels
+from .radiographs import load_radiograph, IMAGE_SUFFIXES
+from .models import last_conv, MRNet, TripleMRNet, output_probs, output_names
+from .learner import Predictor
 from fastai.learner import Learner  # after kneeai.volumes, which silences torch's warning about fastai's torch.jit.script on import
 from fastai.torch_core import to_device
 
 # %% auto #0
-__all__ = ['CAM_METHODS', 'cam_weights', 'cam_maps', 'volume_cams', 'exam_inputs', 'exam_cams', 'image_cam', 'overlay',
-           'cam_peak', 'show_cam', 'show_exam_cams', 'lesion_boxes', 'pointing_game', 'randomized_model',
-           'cam_similarity', 'pointing_games', 'randomization_test', 'explain_exam', 'explain_images', 'explain']
+__all__ = ['CAM_METHODS', 'cam_weights', 'cam_maps', 'volume_cams', 'exam_cams', 'image_cam', 'overlay', 'cam_peak', 'show_cam',
+           'show_exam_cams', 'lesion_boxes', 'pointing_game', 'randomized_model', 'cam_similarity', 'pointing_games',
+           'randomization_test', 'explain_exam', 'explain_images', 'explain']
 
 # %% ../nbs/12_interpret.ipynb #e533346b
 CAM_METHODS = ('gradcam', 'gradcampp')
@@ -141,27 +146,6 @@ def volume_cams(model:nn.Module, # An `MRNet` or `TripleMRNet`
     return _volume_cams(model, xs, [target], method, through_max, layer)[0]
 
 # %% ../nbs/12_interpret.ipynb #4ac369d6
-def exam_inputs(volumes:dict, # Plane -> `uint8` array `(S, H, W)` as stored in MRNet `.npy` files (other dtypes are min-max scaled)
-                data:dict, # `cfg['data']` of a saved model: planes, size, mean, std
-                device=None, # Where the tensors go (default: the CPU)
-               ) -> dict:
-    "One exam's volumes prepared as in training (scaled, resized, normalised): plane -> float tensor `(S, size, size)`"
-    if not isinstance(volumes, dict): raise VolumeError(type(volumes).__name__, 'volumes must be a dict plane -> array (slices, height, width)')
-    planes = data['planes']
-    missing = [p for p in planes if p not in volumes]
-    if missing: raise VolumeError(', '.join(missing), 'no volume for these planes', hint=f"the model reads {', '.join(planes)}")
-    to_float,norm = VolumeToFloat(data.get('size')),NormalizeVolume(data.get('mean', MRNET_MEAN), data.get('std', MRNET_STD))
-    res = {}
-    for p in planes:
-        a = np.asarray(volumes[p])
-        if a.ndim != 3 or a.dtype.kind not in 'uifb' or 0 in a.shape:
-            raise VolumeError(p, f'expected a 3-D numeric array (slices, height, width), got {a.dtype} of shape {a.shape}')
-        if a.dtype.kind == 'f' and not np.isfinite(a).all(): raise VolumeError(p, 'the volume holds NaN or infinite values')
-        try: v = TensorVolume.create(a, plane=p)
-        except VolumeError as e: raise VolumeError(p, e.reason, e.hint) from None
-        res[p] = norm((to_float(v[None]),))[0][0].as_subclass(Tensor).to(device or 'cpu')
-    return res
-
 def _resize_cam(cam:np.ndarray, hw) -> np.ndarray:
     "Maps `(..., h, w)` resized (bilinear) to `hw`"
     if tuple(cam.shape[-2:]) == tuple(hw): return cam
@@ -175,7 +159,10 @@ def _exam_cams(model, volumes:dict, cfg:dict, tasks:list, method:str='gradcam', 
     names = list(data.get('tasks') or [])
     n_out = len(names) or model.head.out_features
     ts = [_target_index(t, names, n_out) for t in tasks]
-    xs = exam_inputs(volumes, data, next(model.parameters()).device)
+    planes = tuple(data['planes'])
+    if not isinstance(volumes, dict): raise VolumeError(type(volumes).__name__, 'volumes must be a dict plane -> array (slices, height, width)')
+    vs = exam_tensors(volumes, planes, size=data.get('size'), mean=data['mean'], std=data['std'], device=next(model.parameters()).device)
+    xs = {p: v[0] for p,v in zip(planes, vs)}  # the prepared volumes of `kneeai.volumes`, without the batch dimension
     out = []
     for t,r in zip(ts, _volume_cams(model, xs, ts, method, through_max, layer)):
         probs = torch.sigmoid(r['logits']).tolist()
@@ -198,11 +185,6 @@ def exam_cams(model:nn.Module, # From `kneeai.train.load_model` (a `TripleMRNet`
     return _exam_cams(model, volumes, cfg, [task], method, through_max, layer)[0]
 
 # %% ../nbs/12_interpret.ipynb #6ca369dc
-def _output_names(cfg) -> list:
-    "Names of a model's outputs from its config: MRNet tasks, or a radiograph model's classes"
-    data = (cfg or {}).get('data') or {}
-    return list(data.get('tasks') or data.get('classes') or data.get('vocab') or [])
-
 def image_cam(model:nn.Module, # Any model mapping images `(B, C, H, W)` to logits `(B, n)`
               x:Tensor, # One image `(C, H, W)`, already prepared as in training
               cfg:dict|None=None, # The model's config: names of the outputs in `cfg['data']` (`tasks`, `classes` or `vocab`)
@@ -214,7 +196,7 @@ def image_cam(model:nn.Module, # Any model mapping images `(B, C, H, W)` to logi
     _check_method(method)
     x = torch.as_tensor(x).as_subclass(Tensor)
     if x.ndim != 3: raise DataError(tuple(x.shape), 'expected one image (channels, height, width)', hint='pass x[0] for the first image of a batch')
-    names,coral = _output_names(cfg),((cfg or {}).get('model') or {}).get('head') == 'coral'
+    names,coral = output_names(cfg or {}),((cfg or {}).get('model') or {}).get('head') == 'coral'
     was = model.training; model.eval()
     try:
         with torch.enable_grad(), _Hooks([ifnone(layer, last_conv(model))], cut=True) as acts:
@@ -235,7 +217,6 @@ def overlay(img:np.ndarray, # A 2-D image, any range (scaled by its minimum and 
             cmap:str='jet', # A matplotlib colour map
            ) -> np.ndarray:
     "The image in gray with `cam` blended over it in colour: `uint8` RGB `(H, W, 3)`"
-    import matplotlib
     img,cam = np.asarray(img, dtype=np.float32),np.asarray(cam, dtype=np.float32)
     if img.ndim != 2 or cam.ndim != 2: raise DataError(f'image {img.shape}, map {cam.shape}', 'overlay takes a 2-D image and a 2-D map')
     cam = np.nan_to_num(_resize_cam(cam, img.shape))
@@ -259,7 +240,6 @@ def show_cam(img, # A 2-D image (array or tensor), any range
              boxes=None, # Boxes `(x0, y0, x1, y1)` (half-open pixel ranges) to outline, e.g. known lesions
              figsize=(3, 3)):
     "Show `overlay(img, cam)`, the map's peak marked by a white cross"
-    import matplotlib.pyplot as plt
     if ax is None: _,ax = plt.subplots(figsize=figsize)
     img = np.asarray(torch.as_tensor(img).detach().float().cpu())
     cam = _resize_cam(np.asarray(cam, dtype=np.float32), img.shape)
@@ -279,7 +259,6 @@ def show_exam_cams(volumes:dict, # Plane -> volume `(S, H, W)` (as stored, or pr
                    boxes=None, # Optional `DataFrame` of boxes with columns plane, slice, x0, y0, x1, y1 to outline
                    alpha:float=0.4, cmap:str='jet', size:float=2.2):
     "A mosaic of the `k` top-ranked slices of each plane with their maps, one row per plane; returns the figure"
-    import matplotlib.pyplot as plt
     planes = list(res['planes'])
     k = max(1, min(k, max(len(res['planes'][p]['ranking']) for p in planes)))
     fig,axs = plt.subplots(len(planes), k, figsize=(size*k, size*len(planes) + 0.5), squeeze=False)
@@ -316,7 +295,7 @@ def gradcam(self:Learner, idx:int=0, # Item of `dl`
     b,m = _item_batch(dl, idx),self.model
     dc = getattr(self.dls, 'data_config', None) or dict(vocab=list(getattr(self.dls, 'vocab', None) or []))
     cfg = dict(data=dc, model=getattr(self, 'model_config', None) or {})
-    names = _output_names(cfg)
+    names = output_names(cfg)
     if isinstance(m, (MRNet, TripleMRNet)):
         planes = m.planes if isinstance(m, TripleMRNet) else tuple(dc.get('planes') or ['volume'])[:1]
         counts = b[len(planes)].reshape(-1)
@@ -375,7 +354,6 @@ def cam_similarity(a:dict, b:dict # Two results of `exam_cams` (or `volume_cams`
 
 # %% ../nbs/12_interpret.ipynb #8668b0f7
 def _positives(data, split, tasks):
-    from kneeai.volumes import read_mrnet_labels
     labels = read_mrnet_labels(data, split, tasks)
     return {i: [t for t in tasks if r[t] == 1] for i,r in labels.iterrows()}
 
@@ -419,7 +397,6 @@ def randomization_test(model:nn.Module, cfg:dict, # From `load_model` (or `dict(
 
 # %% ../nbs/12_interpret.ipynb #a10bcdc6
 def _save_png(rgb:np.ndarray, fn:Path):
-    from PIL import Image
     with atomic_write(fn) as f: Image.fromarray(rgb).save(f, format='PNG')
 
 def explain_exam(model:nn.Module, # From `kneeai.train.load_model`
@@ -432,7 +409,6 @@ def explain_exam(model:nn.Module, # From `kneeai.train.load_model`
                  alpha:float=0.4, # Weight of the map in the overlays
                 ) -> dict:
     "Write overlay PNGs of the `k` top slices per plane and task, a mosaic per task and `explain.json`; returns the summary"
-    import matplotlib.pyplot as plt
     exam,out,data = Path(exam),Path(out),cfg['data']
     exams_df([exam], data['planes'])  # a DataError naming the folder and what is missing
     volumes = {p: load_volume(exam/f'{p}.npy') for p in data['planes']}
@@ -464,16 +440,16 @@ def explain_images(model:nn.Module, # A radiograph model from `kneeai.train.load
                    alpha:float=0.4, # Weight of the map in the overlays
                   ) -> dict:
     "Write an overlay PNG per image and class (`<stem>_<class>.png`) and `explain.json`; an unreadable file gets its reason"
-    from kneeai.radiographs import load_radiograph, class_probs
     out,names = Path(out),[str(c) for c in cfg['data']['classes']]
     dev,summary,stems = next(model.parameters()).device,{},set()
     for f in map(Path, files):
         try: x = load_radiograph(f, **cfg['data']).as_subclass(Tensor)
         except KneeaiError as e: summary[str(f)] = dict(error=str(e)); continue
         model.eval()
-        with torch.no_grad(): probs = class_probs(model(x[None].to(dev)), cfg)[0].tolist()
+        with torch.no_grad(): probs = output_probs(model(x[None].to(dev)), cfg)[0].tolist()
         ts = [int(np.argmax(probs))] if targets is None else [_target_index(t, names, len(names)) for t in targets]
-        stem = f.stem if f.stem not in stems else f'{f.stem}_{len(stems)}'
+        stem,n = f.stem,2
+        while stem in stems: stem,n = f'{f.stem}_{n}',n + 1  # a.png, a_2.png, other/a.png: a, a_2, a_3
         stems.add(stem)
         fns = []
         for t in ts:
@@ -493,14 +469,12 @@ def explain(model_dir, # A folder from `save_model`: an MRNet model or a radiogr
             device=None, # Default: the best available
            ) -> dict:
     "Load a model and write the overlays of `inputs` to `out` (`explain_exam` per exam, or `explain_images`); returns the summaries"
-    from kneeai.train import load_model
-    model,cfg = load_model(model_dir, device)
+    pred = Predictor.load(model_dir, device)
+    model,cfg = pred.model,pred.cfg
     out,inputs = Path(out),[Path(i) for i in inputs]
     if not inputs: raise DataError(out, 'nothing to explain', hint='give exam folders, or image files for a radiograph model')
     if k < 1: raise DataError(k, 'the number of top slices must be at least 1')
-    if (cfg.get('model') or {}).get('kind') == 'RadiographNet':
-        from kneeai.dicom import dicom_files
-        from kneeai.radiographs import IMAGE_SUFFIXES
+    if pred.inputs == 'images':
         files = [f for i in inputs for f in ((dicom_files(i) + sorted(p for p in i.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)) if i.is_dir() else [i])]
         return explain_images(model, cfg, files, out, tasks, method)
     return {str(e): explain_exam(model, cfg, e, out/e.name, tasks, method, k) for e in inputs}

@@ -9,14 +9,17 @@ from __future__ import annotations
 import math, warnings
 from functools import partial
 import numpy as np, pandas as pd, torch
-from sklearn.metrics import roc_auc_score, roc_curve, cohen_kappa_score, confusion_matrix
+import matplotlib.pyplot as plt
+from sklearn.metrics import roc_auc_score, roc_curve, cohen_kappa_score, confusion_matrix, balanced_accuracy_score
 from fastai.metrics import AccumMetric, ActivationType
+from fastai.torch_core import to_np
 from .core import MRNET_TASKS, DataError
 
 # %% auto #0
 __all__ = ['youden_threshold', 'youden_thresholds', 'boot_counts', 'weighted_auc', 'confusion_counts', 'rates', 'binary_report',
            'mrnet_report', 'format_report', 'report_markdown', 'plot_roc', 'plot_confusion', 'task_auc', 'mean_auc',
-           'auc_metrics']
+           'auc_metrics', 'ovr_auc', 'balanced_accuracy', 'kappa', 'radiograph_metrics', 'radiograph_report',
+           'plot_class_confusion']
 
 # %% ../nbs/08_metrics.ipynb #0ce9c23b
 def _as_np(a) -> np.ndarray:
@@ -165,6 +168,7 @@ def format_report(rep:pd.DataFrame, # A table from `mrnet_report`
     "Each metric as 'est (lo, hi)': rows tasks, one column per metric"
     def cell(r, m):
         e,lo,hi = (r.get((m, s), np.nan) for s in ('est', 'lo', 'hi'))
+        if m == 'n': return 'n/a' if np.isnan(e) else f'{int(round(e))}'  # a count
         if m == 'threshold' or np.isnan(lo): return 'n/a' if np.isnan(e) else f'{e:.{digits}f}'
         return f'{e:.{digits}f} ({lo:.{digits}f}, {hi:.{digits}f})'
     metrics = list(dict.fromkeys(m for m,_ in rep.columns))
@@ -239,3 +243,113 @@ def auc_metrics(tasks=MRNET_TASKS, # Task names, in the order of the model's out
     mk = lambda f, name: AccumMetric(f, activation=act, flatten=False, to_np=True, name=name)
     ms = [mk(partial(task_auc, i=i), f'auc_{t}') for i,t in enumerate(tasks)]
     return ms + ([mk(mean_auc, 'mean_auc')] if mean else [])
+
+# %% ../nbs/08_metrics.ipynb #0826ebc8
+def ovr_auc(probs:np.ndarray, # `(n, K)` class probabilities
+            y:np.ndarray, # `(n,)` class indices
+           ) -> float:
+    "Mean one-vs-rest ROC AUC over the classes that are present and absent in `y`; `nan` if none"
+    probs,y = np.asarray(probs, float),np.asarray(y).astype(int)
+    aucs = [roc_auc_score(y == c, probs[:, c]) for c in range(probs.shape[1]) if 0 < (y == c).sum() < len(y)]
+    return float(np.mean(aucs)) if aucs else np.nan
+
+def _pred(probs): return np.asarray(probs).argmax(1)
+
+def balanced_accuracy(probs, y) -> float:
+    "Mean recall over the classes present in `y`, of the most probable class"
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return float(balanced_accuracy_score(np.asarray(y).astype(int), _pred(probs)))
+
+def kappa(probs, y, weights:str|None=None) -> float:
+    "Cohen's kappa of the most probable class against `y` (`weights='quadratic'` for ordinal classes); `nan` if undefined"
+    K = np.asarray(probs).shape[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        k = cohen_kappa_score(np.asarray(y).astype(int), _pred(probs), labels=list(range(K)), weights=weights)
+    return float(k) if np.isfinite(k) else np.nan
+
+class _OnProbs:
+    "`f(probs, targets)` on numpy arrays, with the model's outputs turned into probabilities by `act`"
+    def __init__(self, f, act, **kw): self.f,self.act,self.kw,self.__name__ = f,act,kw,f.__name__
+    def __call__(self, preds, targs): return self.f(to_np(self.act(preds.float())), to_np(targs), **self.kw)
+
+def radiograph_metrics(dls:DataLoaders, # From `radiograph_dls`
+                       act, # Logits to probabilities (the loss's `activation`)
+                      ) -> list:
+    "fastai metrics for `dls`'s task: auc, balanced_accuracy, kappa (single label) or auc_<label> and auc (multi-label)"
+    cfg = dls.data_config
+    mk = lambda f, name, **kw: AccumMetric(_OnProbs(f, act, **kw), flatten=False, name=name)
+    if cfg['task'] == 'multilabel':
+        return [mk(task_auc, f'auc_{c}', i=i) for i,c in enumerate(cfg['classes'])] + [mk(mean_auc, 'auc')]
+    return [mk(ovr_auc, 'auc'), mk(balanced_accuracy, 'balanced_accuracy'), mk(kappa, 'kappa', weights='quadratic' if cfg['ordinal'] else None)]
+
+
+# %% ../nbs/08_metrics.ipynb #bd17d9fc
+def _cm_metrics(M:np.ndarray, ordinal:bool) -> dict:
+    "Accuracy, balanced accuracy and kappa of (weighted) confusion matrices `(B, K, K)` (rows: truth)"
+    K = M.shape[-1]
+    n,rows,cols = M.sum((1, 2)),M.sum(2),M.sum(1)
+    i,j = np.indices((K, K))
+    w = ((i - j)/(K - 1))**2 if ordinal else (i != j).astype(float)
+    E = rows[:, :, None]*cols[:, None, :]/np.where(n > 0, n, 1)[:, None, None]
+    with np.errstate(invalid='ignore', divide='ignore'):
+        recall = np.where(rows > 0, np.diagonal(M, 0, 1, 2)/np.where(rows > 0, rows, 1), np.nan)
+        den = (w*E).sum((1, 2))
+        return dict(accuracy=np.trace(M, 0, 1, 2)/n, balanced_accuracy=np.nanmean(recall, 1),
+                    kappa=np.where(den > 0, 1 - (w*M).sum((1, 2))/np.where(den > 0, den, 1), np.nan))
+
+def radiograph_report(y, # True classes `(n,)` (indices into `classes`), or `(n, n_labels)` 0/1 for multi-label
+                      probs, # Probabilities `(n, K)`
+                      classes, # Class names, in column order
+                      ordinal:bool=False, # Quadratic-weighted kappa (ordinal grades) instead of plain kappa
+                      multilabel:bool=False, # Multi-label: `mrnet_report` per label
+                      n_boot:int=2000, alpha:float=.05, seed:int=0,
+                     ) -> pd.DataFrame:
+    "Per-class AUC, sensitivity, specificity and overall accuracy, balanced accuracy, kappa, with bootstrap intervals"
+    classes = [str(c) for c in classes]
+    if multilabel: return mrnet_report(np.asarray(y), np.asarray(probs), classes, n_boot=n_boot, alpha=alpha, seed=seed)
+    y,p = np.asarray(y).astype(int).reshape(-1),np.asarray(probs, dtype=float)
+    K = len(classes)
+    if p.shape != (len(y), K): raise DataError(f'probabilities {p.shape}', f'expected ({len(y)}, {K}) for classes {classes}')
+    if len(y) and (y.min() < 0 or y.max() >= K): raise DataError('labels', f'class indices must lie in 0..{K-1}')
+    W,one = boot_counts(len(y), n_boot, seed),np.ones((1, len(y)))
+    pred = p.argmax(1)
+    rows,n_nan = {},{}
+    for c,name in enumerate(classes):
+        yc = y == c
+        est = {'auc': weighted_auc(yc, p[:, c], one)[0], **{k: v[0] for k,v in rates(**confusion_counts(yc, pred == c, one)).items()}}
+        boot = {'auc': weighted_auc(yc, p[:, c], W), **rates(**confusion_counts(yc, pred == c, W))}
+        keys = ('auc', 'sensitivity', 'specificity')
+        rows[name] = {(k, s): v for k in keys for s,v in zip(('est', 'lo', 'hi'), (est[k], *_ci(boot[k], alpha)))}
+        rows[name][('n', 'est')] = float(yc.sum())
+        n_nan[name] = {k: int(np.isnan(boot[k]).sum()) for k in keys}
+    onehot = np.eye(K*K)[y*K + pred]
+    est,boot = _cm_metrics((one @ onehot).reshape(1, K, K), ordinal),_cm_metrics((W @ onehot).reshape(-1, K, K), ordinal)
+    aucs = np.array([weighted_auc(y == c, p[:, c], W) for c in range(K)])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        est['auc'],boot['auc'] = np.array([ovr_auc(p, y)]),np.nanmean(aucs, 0)
+    rows['all'] = {(k, s): v for k in ('accuracy', 'balanced_accuracy', 'kappa', 'auc') for s,v in zip(('est', 'lo', 'hi'), (est[k][0], *_ci(boot[k], alpha)))}
+    rows['all'][('n', 'est')] = float(len(y))
+    rep = pd.DataFrame(rows).T
+    rep.columns = pd.MultiIndex.from_tuples(rep.columns)
+    rep.index.name = 'class'
+    rep.attrs.update(n_images=len(y), n_boot=n_boot, alpha=alpha, seed=seed, ordinal=ordinal, n_nan=n_nan)
+    return rep
+
+# %% ../nbs/08_metrics.ipynb #808e1bf5
+def plot_class_confusion(y, # True class indices `(n,)`
+                         probs, # Probabilities `(n, K)`
+                         classes, # Class names
+                         normalize:str|None=None, # As scikit-learn's: None (counts), 'true' (rows sum to 1), ...
+                         ax=None, title:str='Confusion matrix'):
+    "The confusion matrix of the most probable class; returns the axes"
+    from sklearn.metrics import ConfusionMatrixDisplay
+    K = len(classes)
+    cm = confusion_matrix(np.asarray(y).astype(int), np.asarray(probs).argmax(1), labels=list(range(K)), normalize=normalize)
+    if ax is None: _,ax = plt.subplots(figsize=(1.2 + .55*K, 1. + .5*K))
+    ConfusionMatrixDisplay(cm, display_labels=[str(c) for c in classes]).plot(ax=ax, colorbar=False, cmap='Blues',
+                                                                               values_format='.2f' if normalize else 'd')
+    ax.set(title=title, xlabel='predicted', ylabel='true')
+    return ax

@@ -6,19 +6,23 @@ Docs: https://kneeai.github.io/kneeai/models.html.md"""
 
 # %% ../nbs/07_models.ipynb #ca0e1a5c
 from __future__ import annotations
-import os, socket, difflib
+import os, socket, difflib, json, contextlib
 from pathlib import Path
 from urllib.parse import urlparse
 import numpy as np, torch, torchvision
 from torch import nn
+import torch.nn.functional as F
 from fastai.torch_core import Module, params
 from fastcore.basics import store_attr
 from fastcore.foundation import L
 from .core import PLANES, MRNET_TASKS, ModelError, DataError
 
 # %% auto #0
-__all__ = ['tv_archs', 'tv_weights_file', 'fold_gray', 'small_cnn', 'create_backbone', 'n_features', 'last_conv', 'slice_mask',
-           'pack_slices', 'max_over_slices', 'SliceEncoder', 'MRNet', 'TripleMRNet', 'mrnet_splitter', 'PlaneStacker']
+__all__ = ['BODY_KIND', 'MODEL_KINDS', 'tv_archs', 'tv_weights_file', 'fold_gray', 'small_cnn', 'body_file', 'create_backbone',
+           'n_features', 'last_conv', 'slice_mask', 'pack_slices', 'max_over_slices', 'SliceEncoder', 'MRNet',
+           'TripleMRNet', 'mrnet_splitter', 'register_model_kind', 'model_kind', 'model_inputs', 'model_from_config',
+           'CoralHead', 'coral_probs', 'CoralLoss', 'RadiographNet', 'radiograph_splitter', 'output_probs',
+           'output_names', 'PlaneStacker']
 
 # %% ../nbs/07_models.ipynb #34ff5c95
 def _tv_cut(arch:str):
@@ -146,14 +150,48 @@ def small_cnn(in_chans:int=1, # Input channels
     return nn.Sequential(*[nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True), nn.MaxPool2d(2))
                            for i,o in zip(chans[:-1], chans[1:])])
 
+# %% ../nbs/07_models.ipynb #2dd14d35
+BODY_KIND = 'kneeai-body' # The `kind` in the JSON file that `save_body` writes beside a body's weights
+
+def body_file(fn # A body's weight file (`.safetensors`) written by `kneeai.pretrain.save_body`
+             ) -> tuple[dict, dict]:
+    "The config and the state dict of a saved body"
+    from safetensors.torch import load_file
+    fn = Path(fn).with_suffix('.safetensors')
+    if not fn.exists(): raise ModelError(fn, 'no such body weight file', hint='write one with save_body')
+    try: cfg = json.loads(fn.with_suffix('.json').read_text())
+    except (OSError, ValueError) as e: raise ModelError(fn.with_suffix('.json'), f'cannot read the body config ({e})') from None
+    if not isinstance(cfg, dict) or cfg.get('kind') != BODY_KIND: raise ModelError(fn.with_suffix('.json'), 'not the config of a body saved by save_body')
+    try: return cfg, load_file(str(fn))
+    except Exception as e: raise ModelError(fn, f'cannot read the body weights ({type(e).__name__}: {e})') from None
+
+def _is_body_file(pretrained) -> bool:
+    if isinstance(pretrained, bool) or not pretrained: return False
+    j = Path(pretrained).with_suffix('.json')
+    try: return j.is_file() and json.loads(j.read_text()).get('kind') == BODY_KIND
+    except (OSError, ValueError, AttributeError): return False
+
+# %% ../nbs/07_models.ipynb #66a13590
+def _saved_body(arch:str, fn, in_chans:int) -> nn.Module:
+    "The body of `arch` holding the weights of the body file `fn`"
+    cfg,state = body_file(fn)
+    if (cfg.get('arch'), cfg.get('in_chans')) != (arch, in_chans):
+        raise ModelError(fn, f"holds a {cfg.get('arch')} body for {cfg.get('in_chans')} input channel(s), not {arch} for {in_chans}",
+                         hint=f"build the model with arch={cfg.get('arch')!r} and in_chans={cfg.get('in_chans')}")
+    body,_ = create_backbone(arch, False, in_chans)
+    try: body.load_state_dict(state)
+    except RuntimeError as e: raise ModelError(fn, f'the weights do not fit {arch} ({str(e).splitlines()[0]})') from None
+    return body
+
 # %% ../nbs/07_models.ipynb #f6743af1
 def create_backbone(arch:str='alexnet', # 'small_cnn', a torchvision name (see `tv_archs`) or a timm name (optionally 'timm:name')
-                    pretrained:bool|str|Path=False, # True: the library's default weights; or the path of a weight file
+                    pretrained:bool|str|Path=False, # True: the library's default weights; or a weight file (e.g. a body from `save_body`)
                     in_chans:int=3, # 3: a gray slice is repeated into 3 channels; 1: the first conv is folded
                    ) -> tuple[nn.Module, int]:
     "The convolutional body of `arch` and the number of features it gives per slice"
     if in_chans not in (1, 3): raise ModelError(arch, f'in_chans must be 1 or 3, not {in_chans}')
-    if arch == 'small_cnn':
+    if _is_body_file(pretrained): body = _saved_body(arch, pretrained, in_chans)
+    elif arch == 'small_cnn':
         if pretrained: raise ModelError(arch, 'small_cnn has no pretrained weights', hint='train it from scratch (pretrained=False)')
         body = small_cnn(in_chans)
     elif not arch.startswith('timm:') and _tv_cut(arch) and arch in torchvision.models.list_models(module=torchvision.models):
@@ -171,7 +209,8 @@ def n_features(body:nn.Module, in_chans:int=3) -> int:
     "Channels of `body`'s output (a timm model says it; a torchvision body is run once on a small input)"
     if hasattr(body, 'num_features'): return int(body.num_features)
     p = next(body.parameters())
-    with torch.no_grad(), torch.autocast(p.device.type, enabled=False):
+    no_amp = torch.autocast(p.device.type, enabled=False) if p.device.type in ('cpu', 'cuda') else contextlib.nullcontext()
+    with torch.no_grad(), no_amp:  # the meta device (a model built for loading) has no autocast
         was = body.training; body.eval()
         out = body(torch.zeros(1, in_chans, 64, 64, device=p.device, dtype=p.dtype))
         body.train(was)
@@ -291,9 +330,12 @@ class TripleMRNet(Module):
 
     def features(self, *xs, lengths=None) -> torch.Tensor:
         "Concatenated per-plane exam features `(bs, n_planes*nf)`"
-        if lengths is None and xs and not torch.is_floating_point(torch.as_tensor(xs[-1])): *xs,lengths = xs
+        if lengths is None and xs and not torch.is_floating_point(xs[-1]) and xs[-1].ndim <= 2: *xs,lengths = xs  # slice counts
         if len(xs) != len(self.planes):
             raise ModelError(self.planes, f'expected {len(self.planes)} volumes (one per plane) and lengths, got {len(xs)} volumes')
+        bad = [f'{p} ({x.dtype})' for p,x in zip(self.planes, xs) if not torch.is_floating_point(x)]
+        if bad: raise ModelError(', '.join(bad), 'volumes must be float tensors prepared as in training',
+                                 hint='use kneeai.volumes.exam_tensors or volume_dl, which scale and normalise them')
         packs = [pack_slices(x, _lengths(lengths, x, i)) for i,x in enumerate(xs)]
         if self.shared and len({p[0].shape[1:] for p in packs}) == 1:
             fs = self.encoder.slice_features(torch.cat([p[0] for p in packs])).split([len(p[0]) for p in packs])
@@ -308,6 +350,123 @@ class TripleMRNet(Module):
 def mrnet_splitter(m:nn.Module) -> list:
     "Parameter groups for fastai: [backbone(s), head]"
     return L(params(m.encoder if hasattr(m, 'encoder') else m.encoders), params(m.head))
+
+# %% ../nbs/07_models.ipynb #db5acf31
+MODEL_KINDS = {} # kind -> dict(build=function of the config's other `model` entries, inputs='exams' or 'images')
+
+def register_model_kind(kind:str, # The `kind` written in `config.json` (e.g. a class name)
+                        build, # Called with the other entries of the config's `model` dict; returns an untrained model
+                        inputs:str, # What the model reads: 'exams' (MRNet volumes per plane) or 'images' (radiographs)
+                       ):
+    "Teach `model_from_config` (and so `load_model` and the `Predictor`) to build models of `kind`"
+    if inputs not in ('exams', 'images'): raise ModelError(kind, f"inputs must be 'exams' or 'images', not {inputs!r}")
+    MODEL_KINDS[kind] = dict(build=build, inputs=inputs)
+    return build
+
+# %% ../nbs/07_models.ipynb #7fd6481e
+def model_kind(cfg:dict # A saved model's config (`model`, `data` entries)
+              ) -> str:
+    "The kind of a saved model: its `model.kind`, or for a trusted pickle's config without one, told by its data config"
+    data = cfg.get('data') or {}
+    kind = (cfg.get('model') or {}).get('kind') or ('TripleMRNet' if 'planes' in data else 'RadiographNet' if 'classes' in data else None)
+    if kind not in MODEL_KINDS: raise ModelError(kind, 'not a model kind kneeai can build', hint=f'kinds: {", ".join(MODEL_KINDS)}; was the config written by a newer kneeai?')
+    return kind
+
+def model_inputs(cfg:dict) -> str:
+    "What a saved model reads: 'exams' or 'images'"
+    return MODEL_KINDS[model_kind(cfg)]['inputs']
+
+# %% ../nbs/07_models.ipynb #68c34851
+def model_from_config(cfg:dict, # The `model` entry of a `config.json`
+                      meta:bool=False, # Build on PyTorch's meta device: shapes only, to be filled by `load_state_dict(..., assign=True)`
+                     ) -> nn.Module:
+    "An untrained model built as `cfg` says (no weights are downloaded)"
+    cfg = dict(cfg)
+    kind = cfg.pop('kind', None)
+    if kind not in MODEL_KINDS: raise ModelError(kind, 'not a model kind kneeai can build', hint='the config was written by a newer kneeai?')
+    try:
+        with (torch.device('meta') if meta else contextlib.nullcontext()): return MODEL_KINDS[kind]['build'](**cfg)
+    except TypeError as e: raise ModelError(kind, f'the config does not fit this model kind ({e})') from None
+
+# %% ../nbs/07_models.ipynb #99f22b10
+def _triple_mrnet(planes=PLANES, **cfg): return TripleMRNet(planes=planes, pretrained=False, **cfg)
+register_model_kind('TripleMRNet', _triple_mrnet, 'exams')
+
+# %% ../nbs/07_models.ipynb #f224dfbd
+class CoralHead(Module):
+    "Ordinal head: one shared linear score and K-1 decreasing biases give the logits of 'grade > k', k = 0..K-2"
+    def __init__(self, nf:int, # Input features
+                 n_classes:int): # K, the number of grades
+        if n_classes < 2: raise ModelError(n_classes, 'an ordinal head needs at least 2 classes')
+        self.fc = nn.Linear(nf, 1, bias=False)
+        self.b0,self.gaps = nn.Parameter(torch.zeros(1)),nn.Parameter(torch.zeros(n_classes - 2))
+    def biases(self) -> torch.Tensor: return torch.cat([self.b0, self.b0 - F.softplus(self.gaps).cumsum(0)])
+    def forward(self, x): return self.fc(x) + self.biases()
+
+def coral_probs(logits:torch.Tensor # `(bs, K-1)` logits of 'grade > k'
+               ) -> torch.Tensor:
+    "Class probabilities `(bs, K)` from cumulative logits: P(> k-1) - P(> k)"
+    p = torch.sigmoid(logits.float())
+    one,zero = p.new_ones(len(p), 1),p.new_zeros(len(p), 1)
+    cum = torch.cat([one, p, zero], 1)
+    return (cum[:, :-1] - cum[:, 1:]).clamp_min(0)
+
+class CoralLoss(Module):
+    "Mean over images of the summed BCE of the K-1 'grade > k' questions; `activation` gives class probabilities"
+    def __init__(self, n_classes:int): self.n_classes = n_classes
+    def forward(self, logits, y):
+        levels = (y.reshape(-1, 1) > torch.arange(self.n_classes - 1, device=y.device)).float()
+        return F.binary_cross_entropy_with_logits(logits.float(), levels, reduction='none').sum(1).mean()
+    def activation(self, x): return coral_probs(x)
+    def decodes(self, x): return x.argmax(-1)
+
+# %% ../nbs/07_models.ipynb #a5dfab59
+class RadiographNet(Module):
+    "A radiograph classifier: a CNN body, global average pooling, and a linear or CORAL head"
+    def __init__(self,
+                 arch:str='resnet18', # Body, see `kneeai.models.create_backbone`
+                 n_out:int=2, # Classes (single label, also for CORAL) or labels (multi-label)
+                 in_chans:int=1, # 1: gray (first conv folded); 3: gray repeated
+                 pretrained:bool|str=False, # ImageNet weights (True; cached or downloadable) or a weight file
+                 head:str='linear', # 'linear' or 'coral' (ordinal)
+                 dropout:float=0., # Dropout before the head
+                ):
+        if head not in ('linear', 'coral'): raise ModelError(head, "head must be 'linear' or 'coral'")
+        self.arch,self.head_kind = arch,head
+        self.body,self.nf = create_backbone(arch, pretrained, in_chans)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(self.nf, n_out) if head == 'linear' else CoralHead(self.nf, n_out)
+
+    def features(self, x:torch.Tensor) -> torch.Tensor:
+        "Pooled features `(bs, nf)`"
+        f = self.body(x)
+        return f.mean((-2, -1)) if f.ndim == 4 else f
+
+    def forward(self, x:torch.Tensor # Images `(bs, in_chans, H, W)`
+               ) -> torch.Tensor:
+        "Logits `(bs, n_out)` (CORAL: `(bs, n_out-1)`)"
+        return self.head(self.drop(self.features(x)))
+
+def radiograph_splitter(m:RadiographNet) -> list:
+    "Parameter groups for fastai: [body, head]"
+    return L(params(m.body), params(m.drop) + params(m.head))
+
+def _radiograph_net(**cfg): return RadiographNet(pretrained=False, **cfg)
+register_model_kind('RadiographNet', _radiograph_net, 'images')
+
+# %% ../nbs/07_models.ipynb #5056a5ed
+def output_probs(logits:torch.Tensor, # A model's outputs `(bs, n)`
+                 cfg:dict, # Its config (`model` and `data` entries)
+                ) -> torch.Tensor:
+    "Probabilities per task (MRNet), per class (softmax, or CORAL's) or per label (multi-label) from a saved model's logits"
+    if (cfg.get('model') or {}).get('head') == 'coral': return coral_probs(logits)
+    if model_inputs(cfg) == 'exams' or cfg['data'].get('task') == 'multilabel': return torch.sigmoid(logits.float())
+    return F.softmax(logits.float(), -1)
+
+def output_names(cfg:dict) -> list:
+    "Names of a saved model's outputs: its MRNet tasks, or its radiograph classes (labels)"
+    data = cfg.get('data') or {}
+    return list(data.get('tasks') or data.get('classes') or data.get('vocab') or [])
 
 # %% ../nbs/07_models.ipynb #b7266da0
 class PlaneStacker:

@@ -20,8 +20,8 @@ from fastai.vision.data import *
 from fastai.data.transforms import Normalize
 from .core import PLANES, DataError, ModelError, atomic_write
 from .volumes import MRNET_MEAN, MRNET_STD
-from .models import create_backbone
-from .radiographs import RadiographBlock, RadiographNet, radiograph_splitter, GRAY_STATS
+from .radiographs import RadiographBlock, GRAY_STATS
+from .models import create_backbone, body_file, BODY_KIND, RadiographNet, radiograph_splitter
 
 # %% auto #0
 __all__ = ['VIEW_CLASSES', 'LATERALITY_CLASSES', 'METADATA_TARGETS', 'metadata_targets', 'metadata_dls', 'MultiTargetLoss',
@@ -170,27 +170,14 @@ def save_body(body:nn.Module|Learner, # A backbone, or a learner whose model has
     fn = Path(fn).with_suffix('.safetensors')
     state = {k: v.detach().cpu().contiguous() for k,v in body.state_dict().items()}
     with atomic_write(fn) as f: f.write(save(state))
-    with atomic_write(fn.with_suffix('.json'), 'w') as f: json.dump(dict(kind='kneeai-body', arch=arch, in_chans=in_chans, **extra), f, indent=1)
+    with atomic_write(fn.with_suffix('.json'), 'w') as f: json.dump(dict(kind=BODY_KIND, arch=arch, in_chans=in_chans, **extra), f, indent=1)
     return fn
-
-def _body_file(fn) -> tuple[dict, dict]:
-    "The config and the state dict of a body saved by `save_body`"
-    from safetensors.torch import load_file
-    fn = Path(fn).with_suffix('.safetensors')
-    if not fn.exists(): raise ModelError(fn, 'no such body weight file', hint='write one with save_body')
-    try: cfg = json.loads(fn.with_suffix('.json').read_text())
-    except (OSError, ValueError) as e: raise ModelError(fn.with_suffix('.json'), f'cannot read the body config ({e})') from None
-    try: return cfg, load_file(str(fn))
-    except Exception as e: raise ModelError(fn, f'cannot read the weights ({type(e).__name__}: {e})') from None
 
 def load_body(fn, # A weight file written by `save_body`
              ) -> tuple[nn.Module, int]:
     "The pretrained backbone and its number of features, rebuilt from its config (nothing downloaded)"
-    cfg,state = _body_file(fn)
-    body,nf = create_backbone(cfg['arch'], False, cfg['in_chans'])
-    try: body.load_state_dict(state)
-    except RuntimeError as e: raise ModelError(fn, f'the weights do not fit {cfg["arch"]} ({str(e).splitlines()[0]})') from None
-    return body, nf
+    cfg,_ = body_file(fn)
+    return create_backbone(cfg['arch'], fn, cfg['in_chans'])
 
 # %% ../nbs/10_pretrain.ipynb #d0f8180b
 def _fits(m:nn.Module, state:dict) -> bool:
@@ -202,7 +189,7 @@ def transfer_body(target:nn.Module|Learner, # A model, or a learner (e.g. from `
                   freeze:bool=False, # Then freeze the learner's body parameter group (`Learner.freeze`)
                  ) -> list:
     "Copy a saved body into every sub-module of `target` with the same parameter names and shapes; their names"
-    cfg,state = _body_file(fn)
+    cfg,state = body_file(fn)
     model = target.model if isinstance(target, Learner) else target
     done = []
     for name,m in model.named_modules():

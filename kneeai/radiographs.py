@@ -7,13 +7,10 @@ Docs: https://kneeai.github.io/kneeai/radiographs.html.md"""
 
 # %% ../nbs/05_radiographs.ipynb #8779c78d
 from __future__ import annotations
-import json, time, warnings
+import warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-from torch import nn
-import torch.nn.functional as F
 from PIL import Image
-from sklearn.metrics import roc_auc_score, balanced_accuracy_score, cohen_kappa_score, confusion_matrix
 with warnings.catch_warnings():  # kornia and fastai call torch.jit.script on import, which torch 2.x reports as deprecated
     warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
     from fastai.basics import *
@@ -21,20 +18,15 @@ with warnings.catch_warnings():  # kornia and fastai call torch.jit.script on im
     from fastai.vision.core import TensorImage
     from fastai.vision.augment import aug_transforms
     from fastai.torch_core import show_image
-from .core import SCHATZKER, KneeaiError, DicomError, DataError, ModelError, get_device, set_seed
+from .core import SCHATZKER, KneeaiError, DataError, get_device
 from .dicom import dcm2float
-from .preprocess import preprocess_radiograph, percentile_norm, clahe_batch, CLAHE, _resize
-from .models import create_backbone
-from .metrics import boot_counts, weighted_auc, confusion_counts, rates, mrnet_report, report_markdown, format_report, task_auc
-from .train import CSVLog, SaveBestModel, _amp_callback, save_model, load_model, register_model_kind
+from .preprocess import image01, preprocess_radiograph, percentile_norm, clahe_batch, CLAHE, _resize
+
 
 # %% auto #0
 __all__ = ['RADIOGRAPH_TASKS', 'IMAGE_SUFFIXES', 'GRAY_STATS', 'RGB_STATS', 'task_vocab', 'TensorRadiograph', 'radiograph_array',
            'load_radiograph', 'patient_split', 'RadiographLoader', 'RadiographBlock', 'RadiographDataLoaders',
-           'radiograph_data_config', 'radiograph_dls', 'CoralHead', 'coral_probs', 'CoralLoss', 'RadiographNet',
-           'radiograph_splitter', 'ovr_auc', 'balanced_accuracy', 'kappa', 'radiograph_metrics', 'radiograph_report',
-           'plot_class_confusion', 'radiograph_loss', 'radiograph_learner', 'class_probs', 'predict_images',
-           'train_radiographs', 'mura_df', 'study_probs']
+           'radiograph_data_config', 'radiograph_dls', 'mura_df']
 
 # %% ../nbs/05_radiographs.ipynb #39a8b935
 RADIOGRAPH_TASKS = {
@@ -95,28 +87,29 @@ class TensorRadiograph(TensorImage):
     def show(self, ctx=None, **kwargs):
         return show_image(self[..., :1, :, :].clamp(0, 1), ctx=ctx, **{**self._show_args, **kwargs})
 
-def _image01(fn) -> np.ndarray:
-    "An image file as a 2-D float32 array in [0, 1]"
-    if fn.suffix.lower() == '.npy': a = np.load(fn, allow_pickle=False)
-    else:
-        with Image.open(fn) as im:
-            im.load()
-            a = np.asarray(im.convert('L') if im.mode in ('RGB', 'RGBA', 'P', 'LA', 'CMYK', 'YCbCr') else im)
-    if a.ndim == 3 and a.shape[-1] in (3, 4): a = a[..., :3].mean(-1)
-    if a.ndim != 2: raise DataError(fn, f'expected a 2-D gray image, got shape {a.shape}')
-    if a.dtype == np.uint8: return a.astype(np.float32)/255
-    if a.dtype in (np.uint16, np.int32) or a.max() > 1: return (a.astype(np.float32)/65535).clip(0, 1)
-    return a.astype(np.float32).clip(0, 1)
+def _read_image(fn) -> np.ndarray:
+    "The array in an image file (`.npy` never unpickled; colour images as gray)"
+    if fn.suffix.lower() == '.npy': return np.load(fn, allow_pickle=False)
+    with Image.open(fn) as im:
+        im.load()
+        return np.asarray(im.convert('L') if im.mode in ('RGB', 'RGBA', 'P', 'LA', 'CMYK', 'YCbCr') else im)
 
-def radiograph_array(fn, # A DICOM file, or an image file with a suffix in `IMAGE_SUFFIXES`
+def _image01(a:np.ndarray, fn) -> np.ndarray:
+    "A gray (or RGB, averaged) image array as a 2-D float32 array in [0, 1], scaled by `kneeai.preprocess.image01`"
+    if a.ndim == 3 and a.shape[-1] in (3, 4): a = a[..., :3].mean(-1).round().astype(a.dtype) if a.dtype.kind in 'ui' else a[..., :3].mean(-1)
+    if a.ndim != 2: raise DataError(fn, f'expected a 2-D gray image, got shape {a.shape}')
+    return image01(a, fn)
+
+def radiograph_array(fn, # A DICOM file, an image file with a suffix in `IMAGE_SUFFIXES`, or a 2-D array (an image already read)
                      size:int=224, # Side of the square output
                      prep:bool|dict=True, # DICOM only: `preprocess_radiograph` (True, or a dict of its arguments); False: percentiles only
                     ) -> np.ndarray:
     "One radiograph as a `size`x`size` float32 array in [0, 1], prepared as `load_radiograph` says"
+    if isinstance(fn, np.ndarray): return _resize(_image01(fn, 'the array'), size).clip(0, 1)
     fn = Path(fn)
     if not fn.is_file(): raise DataError(fn, 'no such file' if not fn.exists() else 'not a file', hint='check the path column and the image folder')
     if fn.suffix.lower() in IMAGE_SUFFIXES:
-        try: a = _image01(fn)
+        try: a = _image01(_read_image(fn), fn)
         except KneeaiError: raise
         except Exception as e: raise DataError(fn, f'not a readable image ({type(e).__name__}: {e})') from None
         return _resize(a, size).clip(0, 1)
@@ -124,7 +117,7 @@ def radiograph_array(fn, # A DICOM file, or an image file with a suffix in `IMAG
     if prep is False or prep is None: return _resize(percentile_norm(a), size).clip(0, 1)
     return preprocess_radiograph(a, size=size, **({} if prep is True else prep))
 
-def load_radiograph(fn, # A DICOM or image file
+def load_radiograph(fn, # A DICOM or image file, or a 2-D image array
                     size:int=224, # Side of the square output
                     in_chans:int=1, # Channels: the gray image is repeated to fill them
                     prep:bool|dict=True, # DICOM preprocessing, see `radiograph_array`
@@ -138,13 +131,36 @@ def load_radiograph(fn, # A DICOM or image file
     if mean is not None: x = (x - torch.tensor(mean).reshape(-1, 1, 1)) / torch.tensor(std).reshape(-1, 1, 1)
     return TensorRadiograph(x)
 
-# %% ../nbs/05_radiographs.ipynb #351aceec
+# %% ../nbs/05_radiographs.ipynb #36b87851
 def _strata(df, by):
     if by is None: return np.zeros(len(df), int)
     cols = list(L(by))
     for c in cols: _col(df, c, 'stratification')
     return pd.factorize(df[cols].astype(str).agg('|'.join, axis=1))[0]
 
+def _kfold_holdout(groups, strata, k:int, seed:int):
+    "One fold of scikit-learn's `StratifiedGroupKFold` with `k` folds (indices), or None where it cannot stratify"
+    from sklearn.model_selection import StratifiedGroupKFold
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # "the least populated class has fewer members than n_splits"
+        try: return next(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(groups)), strata, groups))[1]
+        except ValueError: return None   # every class has fewer than k members
+
+def _greedy_holdout(groups, strata, valid_pct:float, seed:int):
+    "Indices of whole patients drawn per stratum (their commonest) until each stratum's held-out share is nearest `valid_pct`"
+    rng = np.random.default_rng(seed)
+    g = pd.DataFrame({'g': groups, 's': strata})
+    size,major = g.groupby('g').size(),g.groupby('g')['s'].agg(lambda s: s.value_counts().index[0])
+    chosen = []
+    for _,gs in major.groupby(major):
+        taken,target = 0,valid_pct*size[gs.index].sum()
+        for p in rng.permutation(gs.index.values):
+            if abs(taken + size[p] - target) < abs(taken - target): chosen.append(p); taken += size[p]
+    if not chosen: chosen = [rng.choice(size.index.values)]
+    if len(chosen) == len(size): chosen = chosen[:-1]
+    return np.flatnonzero(np.isin(groups, chosen))
+
+# %% ../nbs/05_radiographs.ipynb #416bbc77
 def patient_split(df:pd.DataFrame, # One row per image
                   valid_pct:float=0.2, # Part of the images held out (approximately: whole patients move)
                   seed:int=42, # Seed of the draw
@@ -152,21 +168,13 @@ def patient_split(df:pd.DataFrame, # One row per image
                   by=None, # Label column(s) to stratify on (None: no stratification)
                  ) -> np.ndarray:
     "Boolean mask of the images held out: whole patients, stratified on `by` where possible"
-    from sklearn.model_selection import StratifiedGroupKFold, GroupShuffleSplit
     if not 0 < valid_pct < 1: raise DataError(valid_pct, 'valid_pct must lie between 0 and 1')
     groups = pd.factorize(_col(df, patient_col, 'patient') if patient_col else pd.Series(np.arange(len(df))))[0]
-    n_groups,k = groups.max() + 1,max(2, int(round(1/valid_pct)))
-    if n_groups < 2: raise DataError(patient_col, 'all images belong to one patient: no patient-grouped split is possible')
-    mask = np.zeros(len(df), bool)
-    idx = None
-    if n_groups >= k:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # "the least populated class has fewer members than n_splits"
-            cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-            try: _,idx = next(cv.split(np.zeros(len(df)), _strata(df, by), groups))
-            except ValueError: pass          # every class has fewer than k members: no stratification possible
-    if idx is None: _,idx = next(GroupShuffleSplit(1, test_size=valid_pct, random_state=seed).split(np.zeros(len(df)), groups=groups))
-    mask[idx] = True
+    if groups.max() + 1 < 2: raise DataError(patient_col, 'all images belong to one patient: no patient-grouped split is possible')
+    strata,k = _strata(df, by),int(round(1/valid_pct))
+    idx = _kfold_holdout(groups, strata, k, seed) if k >= 2 and abs(k*valid_pct - 1) < .01 and groups.max() + 1 >= k else None
+    if idx is None: idx = _greedy_holdout(groups, strata, valid_pct, seed)
+    mask = np.zeros(len(df), bool); mask[idx] = True
     return mask
 
 # %% ../nbs/05_radiographs.ipynb #196eff82
@@ -260,349 +268,6 @@ def radiograph_dls(df:pd.DataFrame, # Labels table: one row per image
     dls = block.dataloaders(df, path=path, bs=min(bs, n_train), num_workers=num_workers, device=device, **kwargs)
     return RadiographDataLoaders(*dls.loaders, path=dls.path, device=device, data_config=cfg)
 
-# %% ../nbs/05_radiographs.ipynb #f224dfbd
-class CoralHead(Module):
-    "Ordinal head: one shared linear score and K-1 decreasing biases give the logits of 'grade > k', k = 0..K-2"
-    def __init__(self, nf:int, # Input features
-                 n_classes:int): # K, the number of grades
-        if n_classes < 2: raise ModelError(n_classes, 'an ordinal head needs at least 2 classes')
-        self.fc = nn.Linear(nf, 1, bias=False)
-        self.b0,self.gaps = nn.Parameter(torch.zeros(1)),nn.Parameter(torch.zeros(n_classes - 2))
-    def biases(self) -> torch.Tensor: return torch.cat([self.b0, self.b0 - F.softplus(self.gaps).cumsum(0)])
-    def forward(self, x): return self.fc(x) + self.biases()
-
-def coral_probs(logits:torch.Tensor # `(bs, K-1)` logits of 'grade > k'
-               ) -> torch.Tensor:
-    "Class probabilities `(bs, K)` from cumulative logits: P(> k-1) - P(> k)"
-    p = torch.sigmoid(logits.float())
-    one,zero = p.new_ones(len(p), 1),p.new_zeros(len(p), 1)
-    cum = torch.cat([one, p, zero], 1)
-    return (cum[:, :-1] - cum[:, 1:]).clamp_min(0)
-
-class CoralLoss(Module):
-    "Mean over images of the summed BCE of the K-1 'grade > k' questions; `activation` gives class probabilities"
-    def __init__(self, n_classes:int): self.n_classes = n_classes
-    def forward(self, logits, y):
-        levels = (y.reshape(-1, 1) > torch.arange(self.n_classes - 1, device=y.device)).float()
-        return F.binary_cross_entropy_with_logits(logits.float(), levels, reduction='none').sum(1).mean()
-    def activation(self, x): return coral_probs(x)
-    def decodes(self, x): return x.argmax(-1)
-
-# %% ../nbs/05_radiographs.ipynb #a5dfab59
-class RadiographNet(Module):
-    "A radiograph classifier: a CNN body, global average pooling, and a linear or CORAL head"
-    def __init__(self,
-                 arch:str='resnet18', # Body, see `kneeai.models.create_backbone`
-                 n_out:int=2, # Classes (single label, also for CORAL) or labels (multi-label)
-                 in_chans:int=1, # 1: gray (first conv folded); 3: gray repeated
-                 pretrained:bool|str=False, # ImageNet weights (True; cached or downloadable) or a weight file
-                 head:str='linear', # 'linear' or 'coral' (ordinal)
-                 dropout:float=0., # Dropout before the head
-                ):
-        if head not in ('linear', 'coral'): raise ModelError(head, "head must be 'linear' or 'coral'")
-        self.arch,self.head_kind = arch,head
-        self.body,self.nf = create_backbone(arch, pretrained, in_chans)
-        self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(self.nf, n_out) if head == 'linear' else CoralHead(self.nf, n_out)
-
-    def features(self, x:torch.Tensor) -> torch.Tensor:
-        "Pooled features `(bs, nf)`"
-        f = self.body(x)
-        return f.mean((-2, -1)) if f.ndim == 4 else f
-
-    def forward(self, x:torch.Tensor # Images `(bs, in_chans, H, W)`
-               ) -> torch.Tensor:
-        "Logits `(bs, n_out)` (CORAL: `(bs, n_out-1)`)"
-        return self.head(self.drop(self.features(x)))
-
-def radiograph_splitter(m:RadiographNet) -> list:
-    "Parameter groups for fastai: [body, head]"
-    return L(params(m.body), params(m.drop) + params(m.head))
-
-register_model_kind('RadiographNet', lambda **cfg: RadiographNet(pretrained=False, **cfg))
-
-# %% ../nbs/05_radiographs.ipynb #0826ebc8
-def ovr_auc(probs:np.ndarray, # `(n, K)` class probabilities
-            y:np.ndarray, # `(n,)` class indices
-           ) -> float:
-    "Mean one-vs-rest ROC AUC over the classes that are present and absent in `y`; `nan` if none"
-    probs,y = np.asarray(probs, float),np.asarray(y).astype(int)
-    aucs = [roc_auc_score(y == c, probs[:, c]) for c in range(probs.shape[1]) if 0 < (y == c).sum() < len(y)]
-    return float(np.mean(aucs)) if aucs else np.nan
-
-def _pred(probs): return np.asarray(probs).argmax(1)
-
-def balanced_accuracy(probs, y) -> float:
-    "Mean recall over the classes present in `y`, of the most probable class"
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        return float(balanced_accuracy_score(np.asarray(y).astype(int), _pred(probs)))
-
-def kappa(probs, y, weights:str|None=None) -> float:
-    "Cohen's kappa of the most probable class against `y` (`weights='quadratic'` for ordinal classes); `nan` if undefined"
-    K = np.asarray(probs).shape[1]
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        k = cohen_kappa_score(np.asarray(y).astype(int), _pred(probs), labels=list(range(K)), weights=weights)
-    return float(k) if np.isfinite(k) else np.nan
-
-class _OnProbs:
-    "`f(probs, targets)` on numpy arrays, with the model's outputs turned into probabilities by `act`"
-    def __init__(self, f, act, **kw): self.f,self.act,self.kw,self.__name__ = f,act,kw,f.__name__
-    def __call__(self, preds, targs): return self.f(to_np(self.act(preds.float())), to_np(targs), **self.kw)
-
-def radiograph_metrics(dls:DataLoaders, # From `radiograph_dls`
-                       act, # Logits to probabilities (the loss's `activation`)
-                      ) -> list:
-    "fastai metrics for `dls`'s task: auc, balanced_accuracy, kappa (single label) or auc_<label> and auc (multi-label)"
-    cfg = dls.data_config
-    mk = lambda f, name, **kw: AccumMetric(_OnProbs(f, act, **kw), flatten=False, name=name)
-    if cfg['task'] == 'multilabel':
-        return [mk(task_auc, f'auc_{c}', i=i) for i,c in enumerate(cfg['classes'])] + [mk(_mean_auc, 'auc')]
-    return [mk(ovr_auc, 'auc'), mk(balanced_accuracy, 'balanced_accuracy'), mk(kappa, 'kappa', weights='quadratic' if cfg['ordinal'] else None)]
-
-def _mean_auc(p, t):
-    a = [task_auc(p, t, i) for i in range(p.shape[1])]
-    return float(np.nanmean(a)) if not np.isnan(a).all() else np.nan
-
-# %% ../nbs/05_radiographs.ipynb #bd17d9fc
-def _cm_metrics(M:np.ndarray, ordinal:bool) -> dict:
-    "Accuracy, balanced accuracy and kappa of (weighted) confusion matrices `(B, K, K)` (rows: truth)"
-    K = M.shape[-1]
-    n,rows,cols = M.sum((1, 2)),M.sum(2),M.sum(1)
-    i,j = np.indices((K, K))
-    w = ((i - j)/(K - 1))**2 if ordinal else (i != j).astype(float)
-    E = rows[:, :, None]*cols[:, None, :]/np.where(n > 0, n, 1)[:, None, None]
-    with np.errstate(invalid='ignore', divide='ignore'):
-        recall = np.where(rows > 0, np.diagonal(M, 0, 1, 2)/np.where(rows > 0, rows, 1), np.nan)
-        den = (w*E).sum((1, 2))
-        return dict(accuracy=np.trace(M, 0, 1, 2)/n, balanced_accuracy=np.nanmean(recall, 1),
-                    kappa=np.where(den > 0, 1 - (w*M).sum((1, 2))/np.where(den > 0, den, 1), np.nan))
-
-def _ci(v, alpha):
-    v = v[~np.isnan(v)]
-    return (np.nan, np.nan) if len(v) == 0 else tuple(np.quantile(v, [alpha/2, 1 - alpha/2]))
-
-def radiograph_report(y, # True classes `(n,)` (indices into `classes`), or `(n, n_labels)` 0/1 for multi-label
-                      probs, # Probabilities `(n, K)`
-                      classes, # Class names, in column order
-                      ordinal:bool=False, # Quadratic-weighted kappa (ordinal grades) instead of plain kappa
-                      multilabel:bool=False, # Multi-label: `mrnet_report` per label
-                      n_boot:int=2000, alpha:float=.05, seed:int=0,
-                     ) -> pd.DataFrame:
-    "Per-class AUC, sensitivity, specificity and overall accuracy, balanced accuracy, kappa, with bootstrap intervals"
-    classes = [str(c) for c in classes]
-    if multilabel: return mrnet_report(np.asarray(y), np.asarray(probs), classes, n_boot=n_boot, alpha=alpha, seed=seed)
-    y,p = np.asarray(y).astype(int).reshape(-1),np.asarray(probs, dtype=float)
-    K = len(classes)
-    if p.shape != (len(y), K): raise DataError(f'probabilities {p.shape}', f'expected ({len(y)}, {K}) for classes {classes}')
-    if len(y) and (y.min() < 0 or y.max() >= K): raise DataError('labels', f'class indices must lie in 0..{K-1}')
-    W,one = boot_counts(len(y), n_boot, seed),np.ones((1, len(y)))
-    pred = p.argmax(1)
-    rows,n_nan = {},{}
-    for c,name in enumerate(classes):
-        yc = y == c
-        est = {'auc': weighted_auc(yc, p[:, c], one)[0], **{k: v[0] for k,v in rates(**confusion_counts(yc, pred == c, one)).items()}}
-        boot = {'auc': weighted_auc(yc, p[:, c], W), **rates(**confusion_counts(yc, pred == c, W))}
-        keys = ('auc', 'sensitivity', 'specificity')
-        rows[name] = {(k, s): v for k in keys for s,v in zip(('est', 'lo', 'hi'), (est[k], *_ci(boot[k], alpha)))}
-        rows[name][('n', 'est')] = float(yc.sum())
-        n_nan[name] = {k: int(np.isnan(boot[k]).sum()) for k in keys}
-    onehot = np.eye(K*K)[y*K + pred]
-    est,boot = _cm_metrics((one @ onehot).reshape(1, K, K), ordinal),_cm_metrics((W @ onehot).reshape(-1, K, K), ordinal)
-    aucs = np.array([weighted_auc(y == c, p[:, c], W) for c in range(K)])
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        est['auc'],boot['auc'] = np.array([ovr_auc(p, y)]),np.nanmean(aucs, 0)
-    rows['all'] = {(k, s): v for k in ('accuracy', 'balanced_accuracy', 'kappa', 'auc') for s,v in zip(('est', 'lo', 'hi'), (est[k][0], *_ci(boot[k], alpha)))}
-    rows['all'][('n', 'est')] = float(len(y))
-    rep = pd.DataFrame(rows).T
-    rep.columns = pd.MultiIndex.from_tuples(rep.columns)
-    rep.index.name = 'class'
-    rep.attrs.update(n_images=len(y), n_boot=n_boot, alpha=alpha, seed=seed, ordinal=ordinal, n_nan=n_nan)
-    return rep
-
-# %% ../nbs/05_radiographs.ipynb #808e1bf5
-def plot_class_confusion(y, # True class indices `(n,)`
-                         probs, # Probabilities `(n, K)`
-                         classes, # Class names
-                         normalize:str|None=None, # As scikit-learn's: None (counts), 'true' (rows sum to 1), ...
-                         ax=None, title:str='Confusion matrix'):
-    "The confusion matrix of the most probable class; returns the axes"
-    from sklearn.metrics import ConfusionMatrixDisplay
-    K = len(classes)
-    cm = confusion_matrix(np.asarray(y).astype(int), np.asarray(probs).argmax(1), labels=list(range(K)), normalize=normalize)
-    if ax is None: _,ax = plt.subplots(figsize=(1.2 + .55*K, 1. + .5*K))
-    ConfusionMatrixDisplay(cm, display_labels=[str(c) for c in classes]).plot(ax=ax, colorbar=False, cmap='Blues',
-                                                                               values_format='.2f' if normalize else 'd')
-    ax.set(title=title, xlabel='predicted', ylabel='true')
-    return ax
-
-# %% ../nbs/05_radiographs.ipynb #66308d9e
-def _sampling():
-    try: from kneeai import sampling
-    except ImportError as e: raise KneeaiError('kneeai.sampling', f'rebalancing needs kneeai.sampling, which cannot be imported ({e})') from None
-    return sampling
-
-def _activation(loss_func, cfg:dict):
-    "Logits to probabilities as `loss_func` sees them"
-    act = getattr(loss_func, 'activation', None)
-    if callable(act): return act
-    return torch.sigmoid if cfg['task'] == 'multilabel' else partial(F.softmax, dim=-1)
-
-def radiograph_loss(dls:DataLoaders, # From `radiograph_dls`
-                    loss=None, # None: cross-entropy (BCE for multi-label); 'coral'; a `kind` of `kneeai.sampling.make_loss`; or a loss function
-                    **kwargs, # Passed to `kneeai.sampling.make_loss` (e.g. `gamma`, `how`)
-                   ):
-    "The loss function for `dls`'s task"
-    cfg = dls.data_config
-    if callable(loss) and not isinstance(loss, str): return loss
-    if loss == 'coral':
-        if not cfg['ordinal']: raise ModelError('coral', f"the CORAL loss is for ordinal tasks (schatzker, kl), not {cfg['task']}")
-        return CoralLoss(len(cfg['classes']))
-    if loss is None: return BCEWithLogitsLossFlat() if cfg['task'] == 'multilabel' else CrossEntropyLossFlat()
-    return _sampling().make_loss(dls, loss, **kwargs)
-
-# %% ../nbs/05_radiographs.ipynb #e1a368b1
-def radiograph_learner(dls:DataLoaders, # From `radiograph_dls`
-                       arch:str='resnet18', # Body, see `kneeai.models.create_backbone` ('small_cnn' for quick CPU runs)
-                       pretrained:bool|str=False, # ImageNet weights (True; cached or downloadable) or a weight file
-                       loss=None, # See `radiograph_loss`; 'coral' also gives the model a CORAL head
-                       sampler=None, # None: shuffled batches; 'batch': k of every class in each batch; 'weighted': fastai's `WeightedDL` (`kneeai.sampling.rebalance`)
-                       prior_bias:bool=False, # Start the linear head's bias at the log class priors (`kneeai.sampling.init_prior_bias`)
-                       dropout:float=0., # Dropout before the head
-                       monitor:str='auc', # Validation metric that picks the best epoch
-                       patience:int|None=None, # Stop after this many epochs without improvement; None: never
-                       fname:str='best', # Name of the best weights under `path/models/`
-                       csv_log:bool=True, # Log each epoch to `path/history.csv`
-                       mixed_precision='auto', # As `kneeai.train.mrnet_learner`'s: 'auto' uses the GPU's half precision; False: never
-                       path=None, # Folder for logs and checkpoints (default: the data folder)
-                       cbs=None, # More callbacks
-                       loss_kwargs:dict|None=None, # Passed to `radiograph_loss`
-                       sampler_kwargs:dict|None=None, # Passed to `kneeai.sampling.rebalance` (e.g. `k`, `seed`)
-                       **kwargs, # Passed to `Learner` (e.g. `wd`, `opt_func`)
-                      ) -> Learner:
-    "A `Learner` for a `RadiographNet` on `dls`, with the task's loss and metrics and best-epoch saving"
-    cfg,path = dls.data_config,Path(ifnone(path, dls.path))
-    path.mkdir(parents=True, exist_ok=True)
-    head = 'coral' if isinstance(loss, str) and loss == 'coral' else 'linear'
-    loss_kwargs,sampler_kwargs = dict(loss_kwargs or {}),dict(sampler_kwargs or {})
-    if cfg['task'] in ('schatzker', 'kl'):  # fixed vocabularies: a grade missing from training is expected, not an error
-        sampler_kwargs.setdefault('absent', 'skip')
-        if isinstance(loss, str) and loss.startswith('weighted'): loss_kwargs.setdefault('absent', 'skip')
-    loss_func = radiograph_loss(dls, loss, **loss_kwargs)
-    model = RadiographNet(arch, len(cfg['classes']), cfg['in_chans'], pretrained, head, dropout)
-    if sampler is not None:
-        new = _sampling().rebalance(dls, sampler, **sampler_kwargs)
-        dls = RadiographDataLoaders(*new.loaders, path=dls.path, device=dls.device, data_config=cfg)
-    cbs = L(cbs) + [SaveBestModel(monitor=monitor, comp=np.greater, fname=fname)]
-    if patience is not None: cbs.append(EarlyStoppingCallback(monitor=monitor, comp=np.greater, patience=patience))
-    if csv_log: cbs.append(CSVLog('history.csv'))
-    amp = _amp_callback(dls.device or get_device(), mixed_precision)
-    if amp is not None: cbs.append(amp)
-    learn = Learner(dls, model, loss_func=loss_func, metrics=radiograph_metrics(dls, _activation(loss_func, cfg)),
-                    splitter=radiograph_splitter, path=path, cbs=cbs, **kwargs)
-    learn.model_config = dict(kind='RadiographNet', arch=arch, n_out=len(cfg['classes']), in_chans=cfg['in_chans'], head=head, dropout=dropout)
-    if prior_bias:
-        if head != 'linear': raise ModelError('prior_bias', 'the prior-initialised bias is for the linear head')
-        _sampling().init_prior_bias(learn.model.head, dls)
-    if pretrained: learn.freeze()
-    return learn
-
-# %% ../nbs/05_radiographs.ipynb #855a4e53
-def class_probs(logits:torch.Tensor, # A `RadiographNet`'s outputs
-                cfg:dict, # Its config (`model` and `data` entries)
-               ) -> torch.Tensor:
-    "Probabilities per class (softmax, or CORAL's) or per label (sigmoid) from a radiograph model's logits"
-    if cfg['model'].get('head') == 'coral': return coral_probs(logits)
-    return torch.sigmoid(logits.float()) if cfg['data']['task'] == 'multilabel' else F.softmax(logits.float(), -1)
-
-def predict_images(model_dir, # A folder from `save_model` holding a radiograph model
-                   files, # DICOM or image files
-                   device=None, # Default: the best available
-                   bs:int=16, # Images per forward pass
-                  ) -> pd.DataFrame:
-    "Probabilities per class of each file (index: the file as given); an unreadable file gets its reason in `error`"
-    model,cfg = load_model(model_dir, device)
-    if (cfg.get('model') or {}).get('kind') != 'RadiographNet':
-        raise ModelError(model_dir, 'not a radiograph model', hint='kneeai predict takes MRNet exam folders for MRNet models')
-    dev,files = next(model.parameters()).device,[str(f) for f in files]
-    xs,errors = {},{}
-    for f in files:
-        try: xs[f] = load_radiograph(f, **cfg['data'])
-        except KneeaiError as e: errors[f] = str(e)
-    good,out = list(xs),[]
-    with torch.inference_mode():
-        for i in range(0, len(good), bs):
-            out.append(class_probs(model(torch.stack([xs[f] for f in good[i:i+bs]]).as_subclass(torch.Tensor).to(dev)), cfg).cpu())
-    cols = [str(c) for c in cfg['data']['classes']]
-    res = pd.DataFrame(torch.cat(out).numpy() if out else np.zeros((0, len(cols))), index=pd.Index(good, name='file'), columns=cols)
-    res = res.reindex(pd.Index(files, name='file'))
-    if errors: res['error'] = pd.Series(errors)
-    return res
-
-# %% ../nbs/05_radiographs.ipynb #5076abbd
-def _read_table(data) -> tuple[pd.DataFrame, Path]:
-    "The labels table and the folder its file names are relative to (the CSV's folder)"
-    if isinstance(data, pd.DataFrame): return data.copy(), Path('.')
-    data = Path(data)
-    if not data.is_file(): raise DataError(data, 'no such labels file', hint='pass the CSV file with one row per image')
-    try: return pd.read_csv(data), data.parent
-    except Exception as e: raise DataError(data, f'not a readable CSV file ({type(e).__name__}: {e})') from None
-
-def train_radiographs(data, # Labels CSV (file names relative to its folder) or a DataFrame
-                      out, # Folder for the model, report, plots and log
-                      task:str='fracture', # See `RADIOGRAPH_TASKS`
-                      path=None, # Folder of the images (default: the CSV's folder)
-                      fn_col:str|None=None, label_col=None, patient_col:str|None='patient_id', # Columns, see `radiograph_dls`
-                      arch:str='resnet18', pretrained:bool|str=False, loss=None, sampler=None, # See `radiograph_learner`
-                      size:int=224, in_chans:int=1, prep:bool|dict=True, clahe:float|None=None, # Input, see `radiograph_dls`
-                      epochs:int=10, bs:int=16, lr:float=1e-3, # Epochs (after one head-only epoch when pretrained), batch, max learning rate
-                      valid_pct:float=0.2, # Part of the training patients held out to pick the best epoch
-                      test_pct:float=0.2, # Part of the patients held out for the report (unless a `split` column names 'test' rows); 0: none
-                      patience:int|None=None, seed:int=42, device=None, num_workers:int|None=None,
-                      n_boot:int=2000, # Bootstrap resamples for the report's intervals
-                      **kwargs, # Passed to `radiograph_learner`
-                     ) -> dict:
-    "Train a `RadiographNet` on a labels table, report on a patient-grouped test split, and save the model"
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    df,root = _read_table(data)
-    path = Path(ifnone(path, root))
-    set_seed(seed)
-    label_cols = _label_cols(df, task, label_col)
-    task_vocab(df, task, label_col)
-    if 'split' in df.columns and (df['split'] == 'test').any(): is_test = (df['split'] == 'test').to_numpy()
-    elif test_pct: is_test = patient_split(df, test_pct, seed + 1, patient_col, by=label_cols[:1])
-    else: is_test = np.zeros(len(df), bool)
-    trn,tst = df[~is_test].reset_index(drop=True),df[is_test].reset_index(drop=True)
-    dls = radiograph_dls(trn, path, fn_col, label_col, task, valid_pct, patient_col=patient_col, seed=seed, size=size,
-                         in_chans=in_chans, prep=prep, clahe=clahe, bs=bs, device=device, num_workers=num_workers)
-    learn = radiograph_learner(dls, arch, pretrained, loss, sampler, path=out, patience=patience, **kwargs)
-    t0 = time.perf_counter()
-    if pretrained: learn.fine_tune(epochs, lr)
-    else: learn.fit_one_cycle(epochs, lr)
-    cfg = dls.data_config
-    res = dict(train_seconds=round(time.perf_counter() - t0, 1), n_train=len(dls.train_ds), n_tune=len(dls.valid_ds), n_test=len(tst))
-    if len(tst):
-        probs,targs = learn.get_preds(dl=learn.dls.test_dl(tst, with_labels=True))
-        ml = cfg['task'] == 'multilabel'
-        rep = radiograph_report(targs.numpy(), probs.numpy(), cfg['classes'], cfg['ordinal'], ml, n_boot=n_boot, seed=seed)
-        rep.to_csv(out/'report.csv')
-        (out/'report.md').write_text(f"# Test split: {len(tst)} images of {tst[patient_col].nunique() if patient_col else len(tst)} patients\n\n"
-                                     + report_markdown(rep) + '\n')
-        pr = pd.DataFrame(probs.numpy(), columns=[str(c) for c in cfg['classes']])
-        pr.insert(0, cfg['fn_col'], tst[cfg['fn_col']].values)
-        for c in label_cols: pr[f'true_{c}'] = tst[c].values
-        pr.to_csv(out/'test_predictions.csv', index=False)
-        if not ml:
-            fig = plot_class_confusion(targs.numpy(), probs.numpy(), cfg['classes'], title=f"{cfg['task']}: test split").figure
-            fig.savefig(out/'confusion.png', dpi=100, bbox_inches='tight'); plt.close(fig)
-        res.update(report=rep, probs=probs.numpy(), targs=targs.numpy())
-    save_model(learn, out/'model', train=dict(task=task, epochs=epochs, bs=bs, lr=lr, seed=seed, loss=str(loss), sampler=str(sampler),
-                                              data=str(data) if not isinstance(data, pd.DataFrame) else 'DataFrame', seconds=res['train_seconds']))
-    res.update(learn=learn, out=out, model=out/'model')
-    return res
-
 # %% ../nbs/05_radiographs.ipynb #f1388bc3
 def mura_df(path, # A MURA-style folder (e.g. `MURA-v1.1`), as `synth_mura` writes it
             split:str='train', # 'train' or 'valid'
@@ -621,12 +286,3 @@ def mura_df(path, # A MURA-style folder (e.g. `MURA-v1.1`), as `synth_mura` writ
     df['patient'] = df.study.str.split('/').str[-3]
     df['split'] = split
     return df
-
-def study_probs(probs:pd.DataFrame, # Image probabilities, one column per class (e.g. from `predict_images`)
-                study, # The study of each row (a column name of `probs`, or a sequence)
-                how=('mean', 'max'), # How to pool a study's images
-               ) -> pd.DataFrame:
-    "Each study's pooled probabilities: columns `(class, how)`"
-    study = probs[study] if isinstance(study, str) else pd.Series(list(study), index=probs.index)
-    cols = [c for c in probs.columns if c != 'error' and not (isinstance(study, pd.Series) and c == study.name)]
-    return probs[cols].astype(float).groupby(study.values).agg(list(how))

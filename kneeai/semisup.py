@@ -7,7 +7,7 @@ Docs: https://kneeai.github.io/kneeai/semisup.html.md"""
 
 # %% ../nbs/11_semisup.ipynb #49306ffa
 from __future__ import annotations
-import contextlib, time
+import contextlib, time, tempfile
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
@@ -17,7 +17,13 @@ from fastai.basics import *
 from fastai.callback.all import *
 from fastai.learner import ValueMetric
 from .core import DataError, set_seed
-from .pretrain import unit_range_fns
+from .dicom import dicom_meta
+from .preprocess import preprocess_folder
+from .synthetic_radiographs import synth_radiographs
+from .radiographs import radiograph_dls, patient_split
+from .metrics import binary_report
+from .radiograph_train import radiograph_learner
+from .pretrain import unit_range_fns, metadata_targets, metadata_dls, metadata_learner, image_dls, ssl_learner, save_body, transfer_body
 
 # %% auto #0
 __all__ = ['EFFICIENCY_METHODS', 'weak_augment', 'strong_augment', 'frozen_bn_stats', 'sharpen', 'SemiSupervised', 'MixMatch',
@@ -317,11 +323,6 @@ def efficiency_data(dest, # Folder for the DICOM files, the PNGs and `efficiency
                     test_pct:float=.3, # Share of the images (whole patients) in the test split
                    ) -> pd.DataFrame:
     "Synthetic radiographs for `label_efficiency`: PNG crops, fracture labels, metadata targets from the headers, a test split"
-    from kneeai.synthetic_radiographs import synth_radiographs
-    from kneeai.preprocess import preprocess_folder
-    from kneeai.dicom import dicom_meta
-    from kneeai.pretrain import metadata_targets
-    from kneeai.radiographs import patient_split
     dest = Path(dest)
     labels = synth_radiographs(dest/'dcm', n=n, size=max(4*size, 128), seed=seed, fracture_rate=fracture_rate, progress=False)
     man = preprocess_folder(dest/'dcm', dest/'png', size=size, n_workers=0, progress=False).set_index('source')
@@ -352,7 +353,6 @@ def _labelled(pool, frac, seed) -> np.ndarray:
 
 def _pretrain(kind, pool, path, size, epochs, bs, seed, arch, fn):
     "A body pretrained on the pool's images (metadata tags or SimCLR), saved to `fn`"
-    from kneeai.pretrain import metadata_dls, metadata_learner, image_dls, ssl_learner, save_body
     set_seed(seed)
     files = [str(Path(path)/f) for f in pool.image]
     if kind == 'metadata':
@@ -365,9 +365,6 @@ def _pretrain(kind, pool, path, size, epochs, bs, seed, arch, fn):
 
 # %% ../nbs/11_semisup.ipynb #4473ee44
 def _one_run(method, df, path, lab, bodies, size, steps, bs, lr, seed, arch, mu, tmp):
-    from kneeai.radiographs import radiograph_dls, radiograph_learner
-    from kneeai.pretrain import transfer_body
-    from kneeai.metrics import binary_report
     pool,test = df[~df.test],df[df.test]
     d = pd.concat([pool[lab], test]).assign(is_valid=lambda o: o.test)
     set_seed(seed)
@@ -406,7 +403,6 @@ def label_efficiency(df:pd.DataFrame, # From `efficiency_data`: image, patient_i
                      csv=None, # Also append each run's row to this csv file as it comes
                     ) -> pd.DataFrame:
     "Test-split AUC (with a bootstrap interval) of each method, share of labels and seed: one row per run"
-    import tempfile
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -8,7 +8,7 @@ st_testing = pytest.importorskip('streamlit.testing.v1', reason='the app tests n
 from streamlit.testing.v1 import AppTest
 import kneeai.app
 from kneeai.core import PLANES, MRNET_TASKS
-from kneeai.train import predict_exams
+from kneeai.learner import predict_exams
 
 APP = kneeai.app.__file__
 THRESHOLDS = {'abnormal': .4, 'acl': .5, 'meniscus': .6}
@@ -17,7 +17,8 @@ def make_model_and_exam(tmp:Path):
     "An untrained `TripleMRNet` (small CNN, 32 px) saved as `kneeai train` saves one, and one exam folder; a few seconds"
     from kneeai.synthetic import synth_mrnet
     from kneeai.volumes import mrnet_dls
-    from kneeai.train import mrnet_learner, save_model
+    from kneeai.train import mrnet_learner
+    from kneeai.learner import save_model
     data = synth_mrnet(tmp/'mrnet', n_train=12, n_valid=2, size=32, seed=0, progress=False)
     learn = mrnet_learner(mrnet_dls(data, bs=4, size=32, num_workers=0, seed=0, device='cpu'), 'small_cnn', in_chans=1,
                           csv_log=False, path=tmp)
@@ -139,8 +140,9 @@ def test_gradcam_slider_starts_at_the_most_important_slice(tiny, monkeypatch):
 def xr_model(tmp_path_factory):
     "An untrained fracture model (small CNN, 32 px) and three synthetic DICOM radiographs"
     from kneeai.synthetic_radiographs import synth_radiographs
-    from kneeai.radiographs import radiograph_dls, radiograph_learner
-    from kneeai.train import save_model
+    from kneeai.radiographs import radiograph_dls
+    from kneeai.radiograph_train import radiograph_learner
+    from kneeai.learner import save_model
     tmp = tmp_path_factory.mktemp('xr')
     df = synth_radiographs(tmp/'xr', n=8, size=64, seed=0, fracture_rate=.5, progress=False)
     learn = radiograph_learner(radiograph_dls(df, path=tmp/'xr', size=32, bs=2, num_workers=0, device='cpu', augment=False),
@@ -149,7 +151,7 @@ def xr_model(tmp_path_factory):
 
 def test_radiographs_show_the_probabilities_of_predict_images(xr_model, monkeypatch, tmp_path):
     from PIL import Image
-    from kneeai.radiographs import predict_images
+    from kneeai.learner import predict_images
     model,dcms = xr_model
     png = tmp_path/'knee.png'
     Image.fromarray((np.random.default_rng(0).random((48, 40))*255).astype(np.uint8)).save(png)
@@ -198,7 +200,8 @@ def test_a_heatmap_failure_leaves_the_probabilities(tiny, monkeypatch):
 def test_pickled_model_loads_with_trust_pickle(tiny, tmp_path, monkeypatch):
     from kneeai.synthetic import synth_mrnet
     from kneeai.volumes import mrnet_dls
-    from kneeai.train import mrnet_learner, load_model
+    from kneeai.train import mrnet_learner
+    from kneeai.learner import load_model
     from kneeai.app import exam_probs, read_exam
     _,exam = tiny
     data = synth_mrnet(tmp_path/'mrnet', n_train=12, n_valid=2, size=32, seed=1, progress=False)

@@ -19,7 +19,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from kneeai.core import PLANES, MRNET_TASKS
-from kneeai.train import predict_exams
+from kneeai.learner import predict_exams
 from test_app import make_model_and_exam
 
 CHROMIUM = os.environ.get('KNEEAI_CHROMIUM', '/usr/bin/chromium')

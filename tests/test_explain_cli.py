@@ -13,7 +13,7 @@ def model_and_exam(tmp_path_factory):
     "An untrained small TripleMRNet saved with `save_model`, and one synthetic exam folder (64 px)"
     import torch
     from kneeai.models import TripleMRNet
-    from kneeai.train import save_model
+    from kneeai.learner import save_model
     from kneeai.volumes import data_config
     from kneeai.synthetic import synth_exam
     tmp = tmp_path_factory.mktemp('explain')
@@ -70,9 +70,10 @@ def test_explain_errors_are_one_line(model_and_exam, tmp_path):
 def test_explain_radiographs(tmp_path):
     "A radiograph model: one overlay per image for its most probable class (or the classes asked); a bad file is reported"
     import torch
-    from kneeai.radiographs import RadiographNet, radiograph_data_config
+    from kneeai.models import RadiographNet
+    from kneeai.radiographs import radiograph_data_config
     from kneeai.synthetic_radiographs import synth_radiographs
-    from kneeai.train import save_model
+    from kneeai.learner import save_model
     torch.manual_seed(0)
     learn = SimpleNamespace(model=RadiographNet('small_cnn', n_out=2, in_chans=1), thresholds=None,
                             model_config=dict(kind='RadiographNet', arch='small_cnn', n_out=2, in_chans=1, head='linear'),
