@@ -138,7 +138,7 @@ def _try_balanced(Y, bs, k, nb, rng):
         pos = np.flatnonzero(Y[:, l])
         seq = _cycle(rng, np.r_[rng.permutation(pos[~placed[pos]]), rng.permutation(pos[placed[pos]])], pos)
         for b in range(nb):
-            while cnt[b, l] < k:
+            while cnt[b, l] < k or dcnt[b, l] < min(k, c[l]):    # k positives, k of them distinct when the label has k
                 i = next(seq)
                 if i in seen[b] and dcnt[b, l] < c[l]: continue  # repeat an example in a batch only when unavoidable
                 add(b, i)
