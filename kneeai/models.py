@@ -1,4 +1,4 @@
-"""Backbones, MRNet for one plane, a multi-plane MRNet with one multi-label head, and the logistic-regression stacking of planes.
+"""Backbones, MRNet for one plane, a multi-plane MRNet, radiograph classifiers with a linear or CORAL head, the registry of model kinds, output probabilities, and the logistic-regression stacking of planes.
 
 Docs: https://kneeai.github.io/kneeai/models.html.md"""
 
@@ -18,8 +18,8 @@ from fastcore.foundation import L
 from .core import PLANES, MRNET_TASKS, ModelError, DataError
 
 # %% auto #0
-__all__ = ['BODY_KIND', 'MODEL_KINDS', 'tv_archs', 'tv_weights_file', 'fold_gray', 'small_cnn', 'body_file', 'create_backbone',
-           'n_features', 'last_conv', 'slice_mask', 'pack_slices', 'max_over_slices', 'SliceEncoder', 'MRNet',
+__all__ = ['BODY_KIND', 'MODEL_KINDS', 'tv_archs', 'tv_weights_file', 'fold_gray', 'small_cnn', 'body_file', 'n_features',
+           'create_backbone', 'last_conv', 'slice_mask', 'pack_slices', 'max_over_slices', 'SliceEncoder', 'MRNet',
            'TripleMRNet', 'mrnet_splitter', 'register_model_kind', 'model_kind', 'model_inputs', 'model_from_config',
            'CoralHead', 'coral_probs', 'CoralLoss', 'RadiographNet', 'radiograph_splitter', 'output_probs',
            'output_names', 'PlaneStacker']
@@ -153,6 +153,13 @@ def small_cnn(in_chans:int=1, # Input channels
 # %% ../nbs/07_models.ipynb #2dd14d35
 BODY_KIND = 'kneeai-body' # The `kind` in the JSON file that `save_body` writes beside a body's weights
 
+def _is_body_file(pretrained) -> bool:
+    if isinstance(pretrained, bool) or not pretrained: return False
+    j = Path(pretrained).with_suffix('.json')
+    try: return j.is_file() and json.loads(j.read_text()).get('kind') == BODY_KIND
+    except (OSError, ValueError, AttributeError): return False
+
+# %% ../nbs/07_models.ipynb #a4f77757
 def body_file(fn # A body's weight file (`.safetensors`) written by `kneeai.pretrain.save_body`
              ) -> tuple[dict, dict]:
     "The config and the state dict of a saved body"
@@ -165,12 +172,6 @@ def body_file(fn # A body's weight file (`.safetensors`) written by `kneeai.pret
     try: return cfg, load_file(str(fn))
     except Exception as e: raise ModelError(fn, f'cannot read the body weights ({type(e).__name__}: {e})') from None
 
-def _is_body_file(pretrained) -> bool:
-    if isinstance(pretrained, bool) or not pretrained: return False
-    j = Path(pretrained).with_suffix('.json')
-    try: return j.is_file() and json.loads(j.read_text()).get('kind') == BODY_KIND
-    except (OSError, ValueError, AttributeError): return False
-
 # %% ../nbs/07_models.ipynb #66a13590
 def _saved_body(arch:str, fn, in_chans:int) -> nn.Module:
     "The body of `arch` holding the weights of the body file `fn`"
@@ -182,6 +183,18 @@ def _saved_body(arch:str, fn, in_chans:int) -> nn.Module:
     try: body.load_state_dict(state)
     except RuntimeError as e: raise ModelError(fn, f'the weights do not fit {arch} ({str(e).splitlines()[0]})') from None
     return body
+
+# %% ../nbs/07_models.ipynb #368c2202
+def n_features(body:nn.Module, in_chans:int=3) -> int:
+    "Channels of `body`'s output (a timm model says it; a torchvision body is run once on a small input)"
+    if hasattr(body, 'num_features'): return int(body.num_features)
+    p = next(body.parameters())
+    no_amp = torch.autocast(p.device.type, enabled=False) if p.device.type in ('cpu', 'cuda') else contextlib.nullcontext()
+    with torch.no_grad(), no_amp:  # the meta device (a model built for loading) has no autocast
+        was = body.training; body.eval()
+        out = body(torch.zeros(1, in_chans, 64, 64, device=p.device, dtype=p.dtype))
+        body.train(was)
+    return out.shape[1]
 
 # %% ../nbs/07_models.ipynb #f6743af1
 def create_backbone(arch:str='alexnet', # 'small_cnn', a torchvision name (see `tv_archs`) or a timm name (optionally 'timm:name')
@@ -205,17 +218,6 @@ def create_backbone(arch:str='alexnet', # 'small_cnn', a torchvision name (see `
     body.in_chans = in_chans
     return body, n_features(body, in_chans)
 
-def n_features(body:nn.Module, in_chans:int=3) -> int:
-    "Channels of `body`'s output (a timm model says it; a torchvision body is run once on a small input)"
-    if hasattr(body, 'num_features'): return int(body.num_features)
-    p = next(body.parameters())
-    no_amp = torch.autocast(p.device.type, enabled=False) if p.device.type in ('cpu', 'cuda') else contextlib.nullcontext()
-    with torch.no_grad(), no_amp:  # the meta device (a model built for loading) has no autocast
-        was = body.training; body.eval()
-        out = body(torch.zeros(1, in_chans, 64, 64, device=p.device, dtype=p.dtype))
-        body.train(was)
-    return out.shape[1]
-
 # %% ../nbs/07_models.ipynb #58323b24
 def last_conv(m:nn.Module) -> nn.Module:
     "The last `Conv2d` in `m` (the usual GradCAM target layer)"
@@ -230,6 +232,7 @@ def slice_mask(lengths:torch.Tensor, # Slices per exam, shape `(bs,)`
     "Boolean `(bs, S)` mask of the real (unpadded) slices"
     return torch.arange(n_slices, device=lengths.device)[None] < lengths.reshape(-1, 1)
 
+# %% ../nbs/07_models.ipynb #7d5f9457
 def _lengths(lengths, x:torch.Tensor, i:int=0):
     "Column `i` of `lengths` as a `(bs,)` tensor on `x`'s device, or None"
     if lengths is None: return None
@@ -247,6 +250,7 @@ def pack_slices(x:torch.Tensor, # Volumes `(bs, S, H, W)` (or one `(S, H, W)`)
     mask = slice_mask(lengths, S)
     return x[mask], mask, (bs,S)
 
+# %% ../nbs/07_models.ipynb #b966dfbb
 def max_over_slices(f:torch.Tensor, # Features of the packed slices `(N, nf)`
                     mask:torch.Tensor|None, # The mask from `pack_slices`
                     shape:tuple, # `(bs, S)` from `pack_slices`
@@ -354,6 +358,7 @@ def mrnet_splitter(m:nn.Module) -> list:
 # %% ../nbs/07_models.ipynb #db5acf31
 MODEL_KINDS = {} # kind -> dict(build=function of the config's other `model` entries, inputs='exams' or 'images')
 
+# %% ../nbs/07_models.ipynb #784c6da5
 def register_model_kind(kind:str, # The `kind` written in `config.json` (e.g. a class name)
                         build, # Called with the other entries of the config's `model` dict; returns an untrained model
                         inputs:str, # What the model reads: 'exams' (MRNet volumes per plane) or 'images' (radiographs)
@@ -362,6 +367,10 @@ def register_model_kind(kind:str, # The `kind` written in `config.json` (e.g. a 
     if inputs not in ('exams', 'images'): raise ModelError(kind, f"inputs must be 'exams' or 'images', not {inputs!r}")
     MODEL_KINDS[kind] = dict(build=build, inputs=inputs)
     return build
+
+# %% ../nbs/07_models.ipynb #99f22b10
+def _triple_mrnet(planes=PLANES, **cfg): return TripleMRNet(planes=planes, pretrained=False, **cfg)
+register_model_kind('TripleMRNet', _triple_mrnet, 'exams')
 
 # %% ../nbs/07_models.ipynb #7fd6481e
 def model_kind(cfg:dict # A saved model's config (`model`, `data` entries)
@@ -372,6 +381,7 @@ def model_kind(cfg:dict # A saved model's config (`model`, `data` entries)
     if kind not in MODEL_KINDS: raise ModelError(kind, 'not a model kind kneeai can build', hint=f'kinds: {", ".join(MODEL_KINDS)}; was the config written by a newer kneeai?')
     return kind
 
+# %% ../nbs/07_models.ipynb #0ff3533c
 def model_inputs(cfg:dict) -> str:
     "What a saved model reads: 'exams' or 'images'"
     return MODEL_KINDS[model_kind(cfg)]['inputs']
@@ -388,10 +398,6 @@ def model_from_config(cfg:dict, # The `model` entry of a `config.json`
         with (torch.device('meta') if meta else contextlib.nullcontext()): return MODEL_KINDS[kind]['build'](**cfg)
     except TypeError as e: raise ModelError(kind, f'the config does not fit this model kind ({e})') from None
 
-# %% ../nbs/07_models.ipynb #99f22b10
-def _triple_mrnet(planes=PLANES, **cfg): return TripleMRNet(planes=planes, pretrained=False, **cfg)
-register_model_kind('TripleMRNet', _triple_mrnet, 'exams')
-
 # %% ../nbs/07_models.ipynb #f224dfbd
 class CoralHead(Module):
     "Ordinal head: one shared linear score and K-1 decreasing biases give the logits of 'grade > k', k = 0..K-2"
@@ -403,6 +409,7 @@ class CoralHead(Module):
     def biases(self) -> torch.Tensor: return torch.cat([self.b0, self.b0 - F.softplus(self.gaps).cumsum(0)])
     def forward(self, x): return self.fc(x) + self.biases()
 
+# %% ../nbs/07_models.ipynb #be67ca4c
 def coral_probs(logits:torch.Tensor # `(bs, K-1)` logits of 'grade > k'
                ) -> torch.Tensor:
     "Class probabilities `(bs, K)` from cumulative logits: P(> k-1) - P(> k)"
@@ -411,6 +418,7 @@ def coral_probs(logits:torch.Tensor # `(bs, K-1)` logits of 'grade > k'
     cum = torch.cat([one, p, zero], 1)
     return (cum[:, :-1] - cum[:, 1:]).clamp_min(0)
 
+# %% ../nbs/07_models.ipynb #ae89e1fd
 class CoralLoss(Module):
     "Mean over images of the summed BCE of the K-1 'grade > k' questions; `activation` gives class probabilities"
     def __init__(self, n_classes:int): self.n_classes = n_classes
@@ -447,10 +455,12 @@ class RadiographNet(Module):
         "Logits `(bs, n_out)` (CORAL: `(bs, n_out-1)`)"
         return self.head(self.drop(self.features(x)))
 
+# %% ../nbs/07_models.ipynb #49b0d480
 def radiograph_splitter(m:RadiographNet) -> list:
     "Parameter groups for fastai: [body, head]"
     return L(params(m.body), params(m.drop) + params(m.head))
 
+# %% ../nbs/07_models.ipynb #45b65f04
 def _radiograph_net(**cfg): return RadiographNet(pretrained=False, **cfg)
 register_model_kind('RadiographNet', _radiograph_net, 'images')
 
@@ -463,6 +473,7 @@ def output_probs(logits:torch.Tensor, # A model's outputs `(bs, n)`
     if model_inputs(cfg) == 'exams' or cfg['data'].get('task') == 'multilabel': return torch.sigmoid(logits.float())
     return F.softmax(logits.float(), -1)
 
+# %% ../nbs/07_models.ipynb #5aec3409
 def output_names(cfg:dict) -> list:
     "Names of a saved model's outputs: its MRNet tasks, or its radiograph classes (labels)"
     data = cfg.get('data') or {}
