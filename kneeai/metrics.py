@@ -1,4 +1,4 @@
-"""Per-task ROC AUC, sensitivity, specificity, accuracy and Cohen's kappa with bootstrap confidence intervals, the MRNet report table, ROC and confusion plots, and fastai metrics for training.
+"""Per-task ROC AUC, sensitivity, specificity, accuracy and Cohen's kappa with bootstrap confidence intervals, the MRNet report table, ROC and confusion plots, fastai metrics for training, and the radiograph metrics and report.
 
 Docs: https://kneeai.github.io/kneeai/metrics.html.md"""
 
@@ -52,6 +52,7 @@ def youden_threshold(y_true, # Labels of a tuning split, `(n,)` 0/1
     i = int(np.argmax((tpr - fpr)[1:])) + 1   # thr[0] is +inf: nothing positive
     return float(thr[i])
 
+# %% ../nbs/08_metrics.ipynb #e93d5966
 def youden_thresholds(y_true, probs, tasks=MRNET_TASKS) -> dict:
     "Youden's threshold for each task, as a dict task -> threshold"
     y,p = _check(y_true, probs, tasks)
@@ -67,6 +68,7 @@ def boot_counts(n:int, # Exams
     idx = rng.integers(0, n, (n_boot, n)) + n*np.arange(n_boot)[:, None]
     return np.bincount(idx.ravel(), minlength=n_boot*n).reshape(n_boot, n)
 
+# %% ../nbs/08_metrics.ipynb #00ad7079
 def weighted_auc(y:np.ndarray, # Labels `(n,)` 0/1
                  p:np.ndarray, # Scores `(n,)`
                  w:np.ndarray, # Weights `(n,)` or `(n_boot, n)` (e.g. from `boot_counts`)
@@ -92,6 +94,7 @@ def confusion_counts(y:np.ndarray, # Labels `(n,)` 0/1
     y,pred = y.astype(bool),pred.astype(bool)
     return {k: w @ (a & b).astype(float) for k,a,b in (('tp', y, pred), ('fp', ~y, pred), ('fn', y, ~pred), ('tn', ~y, ~pred))}
 
+# %% ../nbs/08_metrics.ipynb #e8c06334
 def _ratio(a, b):
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(b > 0, a/np.where(b > 0, b, 1), np.nan)
 
@@ -174,6 +177,7 @@ def format_report(rep:pd.DataFrame, # A table from `mrnet_report`
     metrics = list(dict.fromkeys(m for m,_ in rep.columns))
     return pd.DataFrame({m: [cell(r, m) for _,r in rep.iterrows()] for m in metrics}, index=rep.index)
 
+# %% ../nbs/08_metrics.ipynb #3b2f67b4
 def report_markdown(rep:pd.DataFrame, digits:int=3) -> str:
     "`format_report` as a Markdown table"
     f = format_report(rep, digits)
@@ -205,6 +209,7 @@ def plot_roc(y_true, probs, tasks=MRNET_TASKS,
     ax.legend(loc='lower right', fontsize='small')
     return ax
 
+# %% ../nbs/08_metrics.ipynb #e525d141
 def plot_confusion(y_true, probs, tasks=MRNET_TASKS,
                    thresholds:dict|float=.5, # One threshold, or one per task
                    axs=None):
@@ -228,12 +233,14 @@ def task_auc(preds, targs, i:int=0) -> float:
     preds,targs = np.asarray(preds).reshape(len(preds), -1),np.asarray(targs).reshape(len(targs), -1)
     return _skl(roc_auc_score, targs[:, i], preds[:, i])
 
+# %% ../nbs/08_metrics.ipynb #2301c94a
 def mean_auc(preds, targs) -> float:
     "Mean over the columns of their ROC AUCs, ignoring columns with one class"
     preds = np.asarray(preds).reshape(len(preds), -1)
     a = [task_auc(preds, targs, i) for i in range(preds.shape[1])]
     return float(np.nanmean(a)) if not np.isnan(a).all() else np.nan
 
+# %% ../nbs/08_metrics.ipynb #f8b374e2
 def auc_metrics(tasks=MRNET_TASKS, # Task names, in the order of the model's outputs
                 sigmoid:bool=True, # The model gives logits (True) or probabilities
                 mean:bool=True, # Add `mean_auc` (the monitor for `SaveModelCallback`)
@@ -253,6 +260,7 @@ def ovr_auc(probs:np.ndarray, # `(n, K)` class probabilities
     aucs = [roc_auc_score(y == c, probs[:, c]) for c in range(probs.shape[1]) if 0 < (y == c).sum() < len(y)]
     return float(np.mean(aucs)) if aucs else np.nan
 
+# %% ../nbs/08_metrics.ipynb #44cddb97
 def _pred(probs): return np.asarray(probs).argmax(1)
 
 def balanced_accuracy(probs, y) -> float:
@@ -261,6 +269,7 @@ def balanced_accuracy(probs, y) -> float:
         warnings.simplefilter('ignore')
         return float(balanced_accuracy_score(np.asarray(y).astype(int), _pred(probs)))
 
+# %% ../nbs/08_metrics.ipynb #ddc88529
 def kappa(probs, y, weights:str|None=None) -> float:
     "Cohen's kappa of the most probable class against `y` (`weights='quadratic'` for ordinal classes); `nan` if undefined"
     K = np.asarray(probs).shape[1]
@@ -269,6 +278,7 @@ def kappa(probs, y, weights:str|None=None) -> float:
         k = cohen_kappa_score(np.asarray(y).astype(int), _pred(probs), labels=list(range(K)), weights=weights)
     return float(k) if np.isfinite(k) else np.nan
 
+# %% ../nbs/08_metrics.ipynb #cb96eac0
 class _OnProbs:
     "`f(probs, targets)` on numpy arrays, with the model's outputs turned into probabilities by `act`"
     def __init__(self, f, act, **kw): self.f,self.act,self.kw,self.__name__ = f,act,kw,f.__name__
@@ -283,7 +293,6 @@ def radiograph_metrics(dls:DataLoaders, # From `radiograph_dls`
     if cfg['task'] == 'multilabel':
         return [mk(task_auc, f'auc_{c}', i=i) for i,c in enumerate(cfg['classes'])] + [mk(mean_auc, 'auc')]
     return [mk(ovr_auc, 'auc'), mk(balanced_accuracy, 'balanced_accuracy'), mk(kappa, 'kappa', weights='quadratic' if cfg['ordinal'] else None)]
-
 
 # %% ../nbs/08_metrics.ipynb #bd17d9fc
 def _cm_metrics(M:np.ndarray, ordinal:bool) -> dict:
