@@ -13,20 +13,21 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 import torch.nn.functional as F
 import kornia.augmentation as K
+import safetensors.torch
 from fastai.basics import *
 from fastai.callback.all import *
 from fastai.vision.core import TensorImageBW
 from fastai.vision.data import *
 from fastai.data.transforms import Normalize
 from .core import PLANES, DataError, ModelError, atomic_write
-from .volumes import MRNET_MEAN, MRNET_STD
+from .volumes import MRNET_MEAN, MRNET_STD, NormalizeVolume
 from .radiographs import RadiographBlock, GRAY_STATS
 from .models import create_backbone, body_file, BODY_KIND, RadiographNet, radiograph_splitter
 
 # %% auto #0
 __all__ = ['VIEW_CLASSES', 'LATERALITY_CLASSES', 'METADATA_TARGETS', 'metadata_targets', 'metadata_dls', 'MultiTargetLoss',
            'metadata_learner', 'metadata_review', 'save_body', 'load_body', 'transfer_body', 'nt_xent', 'NTXentLoss',
-           'ssl_augment', 'unit_range_fns', 'SimCLR', 'ssl_learner', 'image_dls', 'SliceOpen', 'mrnet_slice_dls']
+           'ssl_augment', 'unit_range_fns', 'SimCLR', 'image_dls', 'ssl_learner', 'SliceOpen', 'mrnet_slice_dls']
 
 # %% ../nbs/10_pretrain.ipynb #26d1db1a
 VIEW_CLASSES = dict(
@@ -34,8 +35,11 @@ VIEW_CLASSES = dict(
     lateral=('LAT', 'LATERAL', 'LL', 'RL', 'LM', 'ML'),
     oblique=('LLO', 'RLO', 'LAO', 'RAO', 'LPO', 'RPO', 'OBL', 'OBLIQUE'),
     other=('LLD', 'RLD', 'AXIAL', 'SUNRISE', 'SKYLINE', 'MERCHANT'))
+
+# %% ../nbs/10_pretrain.ipynb #7b78a853
 LATERALITY_CLASSES = dict(L=('L',), R=('R',), both=('B',))
 
+# %% ../nbs/10_pretrain.ipynb #102f67ef
 def _inverse(classes:dict) -> dict: return {v: k for k,vs in classes.items() for v in vs}
 
 METADATA_TARGETS = dict(
@@ -106,9 +110,14 @@ class MultiTargetLoss(Module):
             if (y >= 0).any(): loss = loss + F.cross_entropy(p.float(), y, ignore_index=-1)
         return loss
 
-    def activation(self, pred): return torch.cat([p.softmax(1) for p in pred.split(self.n_classes, 1)], 1)
-    def decodes(self, pred): return tuple(p.argmax(1) + 1 for p in pred.split(self.n_classes, 1))
+    def activation(self, pred):
+        "Each target's softmax probabilities, side by side"
+        return torch.cat([p.softmax(1) for p in pred.split(self.n_classes, 1)], 1)
+    def decodes(self, pred):
+        "Each target's predicted class, as its index in the vocabulary (after '#na#')"
+        return tuple(p.argmax(1) + 1 for p in pred.split(self.n_classes, 1))
 
+# %% ../nbs/10_pretrain.ipynb #97a5938c
 def _target_acc(i, n_classes):
     def acc(pred, *ys):
         p,y = pred.split(n_classes, 1)[i].argmax(1) + 1, ys[i]
@@ -116,7 +125,6 @@ def _target_acc(i, n_classes):
         return (p[known] == y[known]).float().mean() if known.any() else pred.new_tensor(float('nan'))
     return acc
 
-# %% ../nbs/10_pretrain.ipynb #97a5938c
 def metadata_learner(dls:DataLoaders, # From `metadata_dls`
                      arch:str='small_cnn', # Backbone, see `kneeai.models.create_backbone`
                      pretrained:bool|str=False, # Start from ImageNet weights (True) or a weight file
@@ -162,17 +170,17 @@ def save_body(body:nn.Module|Learner, # A backbone, or a learner whose model has
               **extra, # More JSON-serialisable entries for the config (e.g. how it was pretrained)
              ) -> Path:
     "Save a backbone's weights as safetensors, with a JSON config that `load_body` rebuilds it from"
-    from safetensors.torch import save
     cfg = dict(getattr(body, 'body_config', {}))
     if isinstance(body, Learner): body = body.model.body
     arch,in_chans = ifnone(arch, cfg.get('arch')),ifnone(in_chans, cfg.get('in_chans', getattr(body, 'in_chans', None)))
     if arch is None or in_chans is None: raise ModelError(fn, 'save_body needs the architecture and input channels', hint='pass arch= and in_chans=')
     fn = Path(fn).with_suffix('.safetensors')
     state = {k: v.detach().cpu().contiguous() for k,v in body.state_dict().items()}
-    with atomic_write(fn) as f: f.write(save(state))
+    with atomic_write(fn) as f: f.write(safetensors.torch.save(state))
     with atomic_write(fn.with_suffix('.json'), 'w') as f: json.dump(dict(kind=BODY_KIND, arch=arch, in_chans=in_chans, **extra), f, indent=1)
     return fn
 
+# %% ../nbs/10_pretrain.ipynb #c6d01e57
 def load_body(fn, # A weight file written by `save_body`
              ) -> tuple[nn.Module, int]:
     "The pretrained backbone and its number of features, rebuilt from its config (nothing downloaded)"
@@ -216,6 +224,7 @@ def nt_xent(z1:torch.Tensor, # Projections of the first views `(n, d)`
     partner = torch.cat([torch.arange(n, 2*n), torch.arange(n)]).to(z.device)
     return F.cross_entropy(sim, partner)
 
+# %% ../nbs/10_pretrain.ipynb #9ca566f4
 class NTXentLoss(Module):
     "`nt_xent` as a fastai loss: the prediction holds both views' projections stacked; targets are ignored"
     def __init__(self, temperature:float=.5): self.temperature = temperature
@@ -251,7 +260,7 @@ def unit_range_fns(dls:DataLoaders, # DataLoaders whose batches are normalised (
             def stat(v, x): return v.to(x.device).reshape(1, -1, *[1]*(x.ndim - 2))[:, :x.shape[1]]
             return (lambda x: x*stat(t.std, x) + stat(t.mean, x)), (lambda x: (x - stat(t.mean, x))/stat(t.std, x))
     for t in [*getattr(dl, 'after_item', []), *getattr(dl, 'after_batch', [])]:
-        if type(t).__name__ == 'NormalizeVolume':
+        if isinstance(t, NormalizeVolume):
             m,s = t.mean,t.std
             return (lambda x: x*(s/255) + m/255), (lambda x: x*(255/s) - m/s)
     return noop, noop
@@ -279,6 +288,18 @@ class SimCLR(Callback):
         self.learn.xb = (self.views(x),)
         self.learn.yb = (torch.zeros(2*len(x), device=x.device),)  # a placeholder, so that fastai computes the loss
 
+# %% ../nbs/10_pretrain.ipynb #a8acb346
+def image_dls(files, # Image files (DICOM, or PNG/npy from `kneeai preprocess`); no labels needed
+              size:int=128, bs:int=64, valid_pct:float=.1, seed:int=0,
+              prep:bool|dict=True, # DICOM preprocessing, as in `radiograph_dls`
+              mean=GRAY_STATS[0], std=GRAY_STATS[1], # `Normalize` statistics of the [0, 1] images (as `radiograph_dls`)
+              num_workers:int=0, device=None) -> DataLoaders:
+    "DataLoaders of unlabelled one-channel radiographs, e.g. for `ssl_learner`"
+    files = [str(f) for f in files]
+    dblock = DataBlock(blocks=(RadiographBlock(size, 1, prep),), splitter=RandomSplitter(valid_pct, seed=seed),
+                       batch_tfms=Normalize.from_stats(mean, std))
+    return dblock.dataloaders(files, bs=min(bs, len(files)), num_workers=num_workers, device=device, drop_last=True)
+
 # %% ../nbs/10_pretrain.ipynb #11388b06
 def ssl_learner(dls:DataLoaders, # Batches whose first element is images `(bs, C, H, W)`; labels, if any, are ignored
                 arch:str='small_cnn', # Backbone, see `kneeai.models.create_backbone`
@@ -297,18 +318,6 @@ def ssl_learner(dls:DataLoaders, # Batches whose first element is images `(bs, C
     learn.body_config = dict(arch=arch, in_chans=in_chans, nf=nf)
     return learn
 
-# %% ../nbs/10_pretrain.ipynb #a8acb346
-def image_dls(files, # Image files (DICOM, or PNG/npy from `kneeai preprocess`); no labels needed
-              size:int=128, bs:int=64, valid_pct:float=.1, seed:int=0,
-              prep:bool|dict=True, # DICOM preprocessing, as in `radiograph_dls`
-              mean=GRAY_STATS[0], std=GRAY_STATS[1], # `Normalize` statistics of the [0, 1] images (as `radiograph_dls`)
-              num_workers:int=0, device=None) -> DataLoaders:
-    "DataLoaders of unlabelled one-channel radiographs, e.g. for `ssl_learner`"
-    files = [str(f) for f in files]
-    dblock = DataBlock(blocks=(RadiographBlock(size, 1, prep),), splitter=RandomSplitter(valid_pct, seed=seed),
-                       batch_tfms=Normalize.from_stats(mean, std))
-    return dblock.dataloaders(files, bs=min(bs, len(files)), num_workers=num_workers, device=device, drop_last=True)
-
 # %% ../nbs/10_pretrain.ipynb #33a2278b
 class SliceOpen(Transform):
     "Open slice `i` of a list of `(volume file, slice index)` as a `TensorImageBW` in [0, 1] at `size`"
@@ -322,6 +331,7 @@ class SliceOpen(Transform):
             x = F.interpolate(x[None], size=(self.size, self.size), mode='bilinear', antialias=True)[0].clamp(0, 1)
         return TensorImageBW(x)
 
+# %% ../nbs/10_pretrain.ipynb #4e6bed91
 def mrnet_slice_dls(path, # An MRNet folder (`<split>/<plane>/<id>.npy`)
                     split:str='train', # The split whose volumes to use (never the test split's labels: none are read)
                     planes=PLANES, # Planes to take slices from
