@@ -37,6 +37,7 @@ def weak_augment(flip:bool=True, # Random horizontal flip
     return K.AugmentationSequential(K.RandomHorizontalFlip(p=.5 if flip else 0.),
                                     K.RandomAffine(degrees=0., translate=(shift, shift), padding_mode='reflection', p=1.))
 
+# %% ../nbs/11_semisup.ipynb #9c277136
 def strong_augment(n:int=2, # Average number of RandAugment operations per image
                    cutout:float=.5, # Largest Cutout side, as a share of the image side (0: none)
                   ) -> nn.Module:
@@ -88,6 +89,7 @@ def _is_multilabel(loss_func) -> bool:
     f = getattr(loss_func, 'func', loss_func)
     return isinstance(f, (nn.BCEWithLogitsLoss, nn.BCELoss)) or 'BCE' in type(loss_func).__name__
 
+# %% ../nbs/11_semisup.ipynb #d2916ff3
 def sharpen(p:torch.Tensor, # Probabilities: `(n, classes)` rows summing to 1, or independent sigmoid outputs
             T:float=.5, # Temperature: below 1 sharpens, 1 leaves `p` as it is
             multi_label:bool=False, # `p` holds independent Bernoulli probabilities
@@ -155,7 +157,9 @@ class SemiSupervised(Callback):
         "`xs` with every image (or volume) tensor augmented by `aug` in [0, 1] intensities"
         return tuple(self.back(aug(self.to01(_plain(x)).clamp(0, 1)).clamp(0, 1)) if _is_image(x) else _plain(x) for x in xs)
 
-    def probs(self, logits): return torch.sigmoid(logits.float()) if self.ml else logits.float().softmax(1)
+    def probs(self, logits):
+        "Per-output sigmoid probabilities (multi-label) or a softmax over the classes"
+        return torch.sigmoid(logits.float()) if self.ml else logits.float().softmax(1)
 
     def targets(self, y, pred) -> torch.Tensor:
         "Labels as probabilities shaped like `pred`: one-hot classes, or the 0/1 outputs"
@@ -316,6 +320,7 @@ class EMA(Callback):
 # %% ../nbs/11_semisup.ipynb #abfa5b57
 EFFICIENCY_METHODS = ('supervised', 'metadata', 'ssl', 'mixmatch', 'fixmatch', 'metadata+fixmatch')
 
+# %% ../nbs/11_semisup.ipynb #12a233e4
 def efficiency_data(dest, # Folder for the DICOM files, the PNGs and `efficiency.csv`
                     n:int=400, # Images
                     size:int=64, # Side of the preprocessed images
@@ -419,6 +424,7 @@ def label_efficiency(df:pd.DataFrame, # From `efficiency_data`: image, patient_i
                     if csv: pd.DataFrame([r]).reindex(columns=_RUN_COLUMNS).to_csv(csv, mode='a', header=not Path(csv).exists(), index=False)
     return pd.DataFrame(rows)
 
+# %% ../nbs/11_semisup.ipynb #3301e90a
 def efficiency_table(res:pd.DataFrame, # From `label_efficiency`
                      digits:int=3) -> pd.DataFrame:
     "Rows methods, columns shares of labels: mean test AUC over seeds ± its standard deviation [mean bootstrap interval]"
