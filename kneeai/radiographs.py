@@ -1,5 +1,4 @@
-"""DataLoaders for DICOM knee radiographs and image studies (fracture, Schatzker, multi-label and Kellgren–Lawrence
-tasks), patient-grouped splits, radiograph classifiers, their learner, metrics and report, training recipe and prediction.
+"""DataLoaders for DICOM knee radiographs and image studies: the tasks (fracture, Schatzker, Kellgren–Lawrence, multi-label), reading and preparing one radiograph, patient-grouped splits, and MURA-style study tables.
 
 Docs: https://kneeai.github.io/kneeai/radiographs.html.md"""
 
@@ -81,12 +80,14 @@ def task_vocab(df:pd.DataFrame, # The labels table
 # %% ../nbs/05_radiographs.ipynb #6f02e89f
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.npy') # Files read as images; anything else as DICOM
 
+# %% ../nbs/05_radiographs.ipynb #a98affb9
 class TensorRadiograph(TensorImage):
     "A radiograph `(channels, H, W)` with values in [0, 1] (or normalised); shows its first channel in gray"
     _show_args = dict(cmap='gray', vmin=0, vmax=1)
     def show(self, ctx=None, **kwargs):
         return show_image(self[..., :1, :, :].clamp(0, 1), ctx=ctx, **{**self._show_args, **kwargs})
 
+# %% ../nbs/05_radiographs.ipynb #027a00c9
 def _read_image(fn) -> np.ndarray:
     "The array in an image file (`.npy` never unpickled; colour images as gray)"
     if fn.suffix.lower() == '.npy': return np.load(fn, allow_pickle=False)
@@ -117,6 +118,7 @@ def radiograph_array(fn, # A DICOM file, an image file with a suffix in `IMAGE_S
     if prep is False or prep is None: return _resize(percentile_norm(a), size).clip(0, 1)
     return preprocess_radiograph(a, size=size, **({} if prep is True else prep))
 
+# %% ../nbs/05_radiographs.ipynb #172f10cd
 def load_radiograph(fn, # A DICOM or image file, or a 2-D image array
                     size:int=224, # Side of the square output
                     in_chans:int=1, # Channels: the gray image is repeated to fill them
@@ -181,11 +183,13 @@ def patient_split(df:pd.DataFrame, # One row per image
 GRAY_STATS = ([0.449], [0.226]) # ImageNet's mean and std averaged over the channels, for 1-channel input
 RGB_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) # ImageNet's per-channel mean and std
 
+# %% ../nbs/05_radiographs.ipynb #ddc2db2d
 class RadiographLoader(Transform):
     "Type transform: a file name to the `TensorRadiograph` of `load_radiograph`, kept in memory after the first read"
     def __init__(self, size:int=224, in_chans:int=1, prep:bool|dict=True, cache:bool=True):
         store_attr(); self._cache = {}
     def encodes(self, fn:str|Path) -> TensorRadiograph:
+        "The `TensorRadiograph` of `fn`, read by `load_radiograph` (once, when `cache`)"
         if not self.cache: return load_radiograph(fn, self.size, self.in_chans, self.prep)
         key = str(fn)
         if key not in self._cache: self._cache[key] = np.rint(radiograph_array(fn, self.size, self.prep)*65535).astype(np.uint16)
@@ -194,6 +198,7 @@ class RadiographLoader(Transform):
     def __getstate__(self): return {k: v for k,v in self.__dict__.items() if k != '_cache'}
     def __setstate__(self, d): self.__dict__.update(d, _cache={})
 
+# %% ../nbs/05_radiographs.ipynb #02be5cd6
 def RadiographBlock(size:int=224, in_chans:int=1, prep:bool|dict=True, cache:bool=True) -> TransformBlock:
     "A `TransformBlock` for radiograph files (DICOM or images), read by `RadiographLoader`"
     return TransformBlock(type_tfms=RadiographLoader(size, in_chans, prep, cache))
