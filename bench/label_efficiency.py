@@ -26,7 +26,6 @@ def main():
     a = p.parse_args()
     if a.table:
         import pandas as pd
-        from kneeai.semisup import efficiency_table
         return report(pd.concat([pd.read_csv(f) for f in a.table], ignore_index=True))
     if a.quick: a.n,a.seeds,a.fractions,a.steps,a.pretrain_epochs = 120,[0],[.25],10,1
     warnings.filterwarnings('ignore')
