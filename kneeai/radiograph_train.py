@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from fastai.basics import *
 from fastai.callback.all import *
 from .core import DataError, ModelError, get_device, set_seed
-from .radiographs import radiograph_dls, patient_split, task_vocab, _label_cols, RadiographDataLoaders
+from .radiographs import radiograph_dls, patient_split, task_vocab, _label_cols
+from .volumes import ConfigDataLoaders
 from .sampling import make_loss, rebalance, init_prior_bias
 from .models import RadiographNet, CoralLoss, radiograph_splitter
 from .metrics import radiograph_metrics, radiograph_report, plot_class_confusion
@@ -71,7 +72,7 @@ def radiograph_learner(dls:DataLoaders, # From `radiograph_dls`
     model = RadiographNet(arch, len(cfg['classes']), cfg['in_chans'], pretrained, head, dropout)
     if sampler is not None:
         new = rebalance(dls, sampler, **sampler_kwargs)
-        dls = RadiographDataLoaders(*new.loaders, path=dls.path, device=dls.device, data_config=cfg)
+        dls = ConfigDataLoaders(*new.loaders, path=dls.path, device=dls.device, data_config=cfg)
     cbs = L(cbs) + training_callbacks(dls.device, monitor, path=path, **kwargs)
     learn = Learner(dls, model, loss_func=loss_func, metrics=radiograph_metrics(dls, _activation(loss_func, cfg)),
                     splitter=radiograph_splitter, path=path, cbs=cbs, **(learner_kwargs or {}))

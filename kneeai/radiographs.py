@@ -19,13 +19,14 @@ with warnings.catch_warnings():  # kornia and fastai call torch.jit.script on im
     from fastai.torch_core import show_image
 from .core import SCHATZKER, KneeaiError, DataError, get_device
 from .dicom import dcm2float
+from .volumes import ConfigDataLoaders
 from .preprocess import image01, preprocess_radiograph, percentile_norm, clahe_batch, CLAHE, _resize
 
 
 # %% auto #0
 __all__ = ['RADIOGRAPH_TASKS', 'IMAGE_SUFFIXES', 'GRAY_STATS', 'RGB_STATS', 'task_vocab', 'TensorRadiograph', 'radiograph_array',
-           'load_radiograph', 'patient_split', 'RadiographLoader', 'RadiographBlock', 'RadiographDataLoaders',
-           'radiograph_data_config', 'radiograph_dls', 'mura_df']
+           'load_radiograph', 'patient_split', 'RadiographLoader', 'RadiographBlock', 'radiograph_data_config',
+           'radiograph_dls', 'mura_df']
 
 # %% ../nbs/05_radiographs.ipynb #39a8b935
 RADIOGRAPH_TASKS = {
@@ -204,13 +205,6 @@ def RadiographBlock(size:int=224, in_chans:int=1, prep:bool|dict=True, cache:boo
     return TransformBlock(type_tfms=RadiographLoader(size, in_chans, prep, cache))
 
 # %% ../nbs/05_radiographs.ipynb #25107863
-class RadiographDataLoaders(DataLoaders):
-    "`DataLoaders` that keep their `data_config` (task, classes, size, preprocessing, normalisation), also through `learn.export`"
-    def __init__(self, *loaders, data_config:dict|None=None, **kwargs):
-        super().__init__(*loaders, **kwargs); self.data_config = data_config
-    def new_empty(self):
-        res = super().new_empty(); res.data_config = self.data_config; return res
-
 def radiograph_data_config(task:str='fracture', classes=(0, 1), label_cols=('fracture',), size:int=224, in_chans:int=1,
                            prep:bool|dict=True, clahe:float|None=None, mean=None, std=None, fn_col:str='file') -> dict:
     "What a saved radiograph model needs to prepare its inputs as in training (JSON-serialisable)"
@@ -219,8 +213,8 @@ def radiograph_data_config(task:str='fracture', classes=(0, 1), label_cols=('fra
                 in_chans=in_chans, prep=prep, clahe=clahe, mean=list(mean), std=list(std), fn_col=fn_col,
                 ordinal=bool(_task(task)['ordinal']),
                 scaling=('DICOM: dcm2float then preprocess_radiograph(**prep) (or 0.5-99.5 percentiles when prep is false); '
-                         'images: /255 (8-bit) or /65535 (16-bit); resized to size x size; gray repeated to in_chans; '
-                         'CLAHE (kornia) on the batch if clahe; then (x - mean) / std per channel'))
+                         'images: kneeai.preprocess.image01 (integers by their bit depth, floats as they are in [0, 1]); resized to size x size; '
+                         'gray repeated to in_chans; CLAHE (kornia) on the batch if clahe; then (x - mean) / std per channel'))
 
 # %% ../nbs/05_radiographs.ipynb #e2b81b16
 class _FileGetter:
@@ -253,7 +247,7 @@ def radiograph_dls(df:pd.DataFrame, # Labels table: one row per image
                    num_workers:int|None=None, # Loader processes; None: 0 on the CPU, up to 8 with a GPU
                    device=None, # Where batches go (and are augmented); None: the best available
                    **kwargs, # Passed to `DataBlock.dataloaders`
-                  ) -> RadiographDataLoaders:
+                  ) -> ConfigDataLoaders:
     "`DataLoaders` of radiographs for `task`, with a patient-grouped validation split"
     fn_col,classes = _fn_col(df, fn_col),task_vocab(df, task, label_col)
     label_cols = _label_cols(df, task, label_col)
@@ -271,7 +265,7 @@ def radiograph_dls(df:pd.DataFrame, # Labels table: one row per image
     device = get_device(device)
     if num_workers is None: num_workers = 0 if device.type == 'cpu' else min(8, defaults.cpus)
     dls = block.dataloaders(df, path=path, bs=min(bs, n_train), num_workers=num_workers, device=device, **kwargs)
-    return RadiographDataLoaders(*dls.loaders, path=dls.path, device=device, data_config=cfg)
+    return ConfigDataLoaders(*dls.loaders, path=dls.path, device=device, data_config=cfg)
 
 # %% ../nbs/05_radiographs.ipynb #f1388bc3
 def mura_df(path, # A MURA-style folder (e.g. `MURA-v1.1`), as `synth_mura` writes it

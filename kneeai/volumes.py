@@ -20,7 +20,7 @@ from .core import PLANES, MRNET_TASKS, VolumeError, DataError, get_device
 # %% auto #0
 __all__ = ['MAX_SLICES', 'SIDE_RANGE', 'MAX_VOXELS', 'MRNET_MEAN', 'MRNET_STD', 'volume_info', 'volume_uint8', 'load_volume',
            'read_mrnet_labels', 'mrnet_df', 'exams_df', 'holdout_split', 'TensorVolume', 'pad_volumes', 'VolumeBlock',
-           'SliceCountBlock', 'VolumeToFloat', 'NormalizeVolume', 'VolumeAug', 'mrnet_block', 'VolumeDataLoaders',
+           'SliceCountBlock', 'VolumeToFloat', 'NormalizeVolume', 'VolumeAug', 'mrnet_block', 'ConfigDataLoaders',
            'data_config', 'mrnet_dls', 'show_batch', 'show_results', 'volume_dl', 'mrnet_test_dl', 'exams_dl',
            'exam_tensors']
 
@@ -374,8 +374,8 @@ def mrnet_block(planes=PLANES, # Planes, in the order of the model's inputs
                      batch_tfms=tfms)
 
 # %% ../nbs/04_volumes.ipynb #3b364133
-class VolumeDataLoaders(DataLoaders):
-    "`DataLoaders` that keep their `data_config` (planes, tasks, size, normalisation), also through `learn.export`"
+class ConfigDataLoaders(DataLoaders):
+    "`DataLoaders` that keep their `data_config` (what a saved model needs to prepare its inputs), also through `learn.export`"
     def __init__(self, *loaders, data_config:dict|None=None, **kwargs):
         super().__init__(*loaders, **kwargs); self.data_config = data_config
     def new_empty(self):
@@ -412,7 +412,7 @@ def mrnet_dls(path, # An MRNet folder (train/, valid/, <split>-<task>.csv)
     if num_workers is None: num_workers = 0 if device.type == 'cpu' else min(8, defaults.cpus)
     dls = mrnet_block(planes, tasks, size, augment, mean, std).dataloaders(df, bs=min(bs, n_train), num_workers=num_workers,
                                                                            device=device, **kwargs)
-    return VolumeDataLoaders(*dls.loaders, path=dls.path, device=device, data_config=data_config(planes, tasks, size, mean, std))
+    return ConfigDataLoaders(*dls.loaders, path=dls.path, device=device, data_config=data_config(planes, tasks, size, mean, std))
 
 # %% ../nbs/04_volumes.ipynb #0ec7a45a
 _VolumeInputs = tuple[TensorVolume, Tensor] | tuple[TensorVolume, TensorVolume, Tensor] | tuple[TensorVolume, TensorVolume, TensorVolume, Tensor]
