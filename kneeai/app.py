@@ -10,21 +10,23 @@ from __future__ import annotations
 if not __package__: __package__ = 'kneeai'  # PEP 366: `streamlit run kneeai/app.py` runs this file as a script, not as kneeai.app
 import argparse, hashlib, io, json, sys, tempfile, threading, zipfile, zlib
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import numpy as np, pandas as pd
 import kneeai
-from .core import PLANES, KneeaiError, DataError, VolumeError, ModelError, DicomError, kneeai_home
-from .volumes import load_volume, exams_dl
-from .learner import load_model, predict_probs, CONFIG_NAME
+from .core import PLANES, KneeaiError, DataError, VolumeError, DicomError, kneeai_home
+from .volumes import load_volume
+from .radiographs import load_radiograph, RADIOGRAPH_TASKS
+from .dicom import dicom_tags
+from .learner import Predictor, CONFIG_NAME
+from .interpret import exam_cams, image_cam, overlay, CAM_METHODS
+from .cli import MAX_UPLOAD_MB, add_app_options
 
 # %% auto #0
-__all__ = ['MAX_UPLOAD_MB', 'EXAM_KINDS', 'IMAGE_KINDS', 'upload_items', 'file_kind', 'check_upload_size', 'split_uploads',
-           'read_exam', 'load_app_model', 'exam_probs', 'result_table', 'result_json', 'result_csv', 'top_slices',
-           'slice_view', 'read_images', 'class_names', 'image_probs', 'dicom_table', 'app_parser', 'app_args',
-           'demo_model_dir', 'model_choice', 'page']
+__all__ = ['EXAM_KINDS', 'IMAGE_KINDS', 'upload_items', 'file_kind', 'check_upload_size', 'split_uploads', 'read_exam',
+           'load_app_model', 'exam_probs', 'result_table', 'result_json', 'result_csv', 'top_slices', 'slice_view',
+           'read_images', 'class_names', 'dicom_table', 'app_parser', 'app_args', 'demo_model_dir', 'model_choice',
+           'page']
 
 # %% ../nbs/14_app.ipynb #34de3d15
-MAX_UPLOAD_MB = 200  # Default limit of one upload (all files together, zips unpacked), as Streamlit's own default
-
 _MAGIC = ((b'\x93NUMPY', 'npy'), (b'PK\x03\x04', 'zip'), (b'\x89PNG\r\n\x1a\n', 'png'), (b'\xff\xd8\xff', 'jpeg'))
 _EXAM_HINT = 'upload sagittal.npy, coronal.npy and axial.npy of one exam (the plane in each name), or a .zip holding them'
 _ANY_HINT = 'upload an MRNet exam (three .npy volumes or a .zip of them), DICOM radiographs, or PNG/JPEG images'
@@ -39,6 +41,7 @@ def upload_items(files # Streamlit `UploadedFile`s, paths, or `(name, bytes)` pa
         else: res.append((f.name, f.getvalue()))
     return res
 
+# %% ../nbs/14_app.ipynb #c0d0e003
 def file_kind(data:bytes # The file's content (its first 132 bytes are enough)
              ) -> str|None:
     "'npy', 'zip', 'png', 'jpeg' or 'dicom' from the file's first bytes; None for anything else"
@@ -46,6 +49,7 @@ def file_kind(data:bytes # The file's content (its first 132 bytes are enough)
         if data.startswith(magic): return kind
     return 'dicom' if data[128:132] == b'DICM' else None
 
+# %% ../nbs/14_app.ipynb #c0d0e00d
 def check_upload_size(files, # `(name, bytes)` pairs
                       max_mb:float=MAX_UPLOAD_MB, # Limit for all of them together, in MiB
                      ):
@@ -136,24 +140,19 @@ def read_exam(files, # Three `.npy` volumes named after their planes, or one `.z
 def load_app_model(path, # A model folder (`model.safetensors` + `config.json`), or a fastai `export.pkl`
                    trust_pickle:bool=False, # Allow unpickling `export.pkl` (the app's `--trust-pickle`)
                    device=None, # Where to run it (default: the best available)
-                  ) -> tuple:
-    "The model in evaluation mode and its config, loaded without unpickling unless `trust_pickle`"
-    path = Path(path).expanduser()
-    if not path.exists(): raise ModelError(path, 'no such model folder', hint='train one with `kneeai train` or `kneeai demo`')
-    return load_model(path, device=device, trust_pickle=trust_pickle)
+                  ) -> Predictor:
+    "The model, loaded once as a `Predictor`, without unpickling unless `trust_pickle`"
+    return Predictor.load(path, device, trust_pickle)
 
-def _data_kwargs(cfg): return {k: cfg['data'].get(k) for k in ('planes', 'size', 'mean', 'std')}
-
-def exam_probs(model, # From `load_app_model`
-               cfg:dict, # Its config
+# %% ../nbs/14_app.ipynb #c0d0e004
+def exam_probs(pred:Predictor, # From `load_app_model`, a model that reads exams
                volumes:dict, # plane -> `uint8` volume, from `read_exam`
                name:str='exam', # The exam's name in the result
               ) -> pd.DataFrame: # One row (`name`), one column per task
-    "Per-task probabilities of one exam, prepared exactly as `kneeai.train.predict_exams` prepares an exam folder"
-    with tempfile.TemporaryDirectory() as d:
-        for p in cfg['data']['planes']: np.save(Path(d)/f'{p}.npy', volumes[p])
-        dl = exams_dl([d], bs=1, device=next(model.parameters()).device, **_data_kwargs(cfg))
-        return predict_probs(model, cfg, dl, ids=[name])
+    "Per-task probabilities of one exam: `Predictor.predict_exams`, its error raised"
+    res = pred.predict_exams([volumes], ids=[name])
+    if 'error' in res: raise VolumeError(reason=res['error'].iloc[0])
+    return res
 
 # %% ../nbs/14_app.ipynb #3ec48049
 def result_table(probs:pd.DataFrame, # Probabilities: one row per exam or image (indexed by name), one column per task
@@ -190,13 +189,13 @@ def top_slices(ranking, # Slice indices, most important first (`exam_cams(...)['
     "The `k` most important slices, as plain ints"
     return [int(i) for i in list(ranking)[:k]]
 
+# %% ../nbs/14_app.ipynb #c0d0e006
 def slice_view(volume:np.ndarray, # `(S, H, W)`
                cam:np.ndarray, # Its maps `(S, H, W)` in [0, 1]
                i:int, # The slice
                alpha:float=.4, # Weight of the heatmap
               ) -> np.ndarray:
     "Slice `i` with its heatmap blended over it: `uint8` RGB `(H, W, 3)`"
-    from kneeai.interpret import overlay
     return overlay(volume[i], cam[i], alpha)
 
 # %% ../nbs/14_app.ipynb #3bef30bb
@@ -212,8 +211,7 @@ def read_images(files, # DICOM, PNG or JPEG files (see `upload_items`)
                 cfg:dict, # The radiograph model's config
                 max_mb:float=MAX_UPLOAD_MB, # Limit of what the files hold together, in MiB
                ) -> dict: # name -> the model's input `(C, H, W)`
-    "Uploaded radiographs prepared for the model as `kneeai.radiographs.predict_images` prepares files; a repeated name gets ' (2)'"
-    from kneeai.radiographs import load_radiograph
+    "Uploaded radiographs prepared for the model as `Predictor.predict_images` prepares files; a repeated name gets ' (2)'"
     files = upload_items(files)
     check_upload_size(files, max_mb)
     res = {}
@@ -228,26 +226,12 @@ def read_images(files, # DICOM, PNG or JPEG files (see `upload_items`)
             except Exception as e: raise DataError(name, f'cannot be read as a radiograph ({type(e).__name__}: {e})') from None
     return res
 
+# %% ../nbs/14_app.ipynb #c0d0e008
 def class_names(cfg:dict) -> list:
     "Readable names of a radiograph model's outputs (e.g. 'KL2 minimal'), else the classes as strings"
-    from kneeai.radiographs import RADIOGRAPH_TASKS
     d = cfg['data']
     names = (RADIOGRAPH_TASKS.get(d.get('task')) or {}).get('names')
     return list(names) if names and len(names) == len(d['classes']) else [str(c) for c in d['classes']]
-
-def image_probs(model, # A `RadiographNet`, from `load_app_model`
-                cfg:dict, # Its config
-                xs:dict, # name -> input, from `read_images`
-                bs:int=16, # Images per forward pass
-               ) -> pd.DataFrame: # One row per image, one column per class (named as `predict_images` names them)
-    "Probabilities per class (or label) of prepared radiographs"
-    from kneeai.models import output_probs
-    dev,names,out = next(model.parameters()).device,list(xs),[]
-    with torch.inference_mode():
-        for i in range(0, len(names), bs):
-            x = torch.stack([xs[n] for n in names[i:i+bs]]).as_subclass(torch.Tensor).to(dev)
-            out.append(output_probs(model(x), cfg).float().cpu())
-    return pd.DataFrame(torch.cat(out).numpy(), index=pd.Index(names, name='input'), columns=[str(c) for c in cfg['data']['classes']])
 
 # %% ../nbs/14_app.ipynb #12b58c84
 def dicom_table(name:str, # The uploaded file's name, for errors
@@ -255,20 +239,16 @@ def dicom_table(name:str, # The uploaded file's name, for errors
                 phi:bool=False, # Keep the identifying attributes
                ) -> pd.DataFrame:
     "The top-level tags of an uploaded DICOM file, keyword -> value, identifying ones left out unless `phi`"
-    from kneeai.dicom import dicom_tags
     try: tags = dicom_tags(data, phi=phi)
     except DicomError as e: raise DicomError(name, e.reason, e.hint) from None
     return pd.DataFrame({'value': [str(v) for v in tags.values()]}, index=pd.Index(list(tags), name='tag'))
 
 # %% ../nbs/14_app.ipynb #56d0c361
 def app_parser() -> argparse.ArgumentParser:
-    "The app's own options (those after `--` in `streamlit run kneeai/app.py -- ...`)"
-    p = argparse.ArgumentParser(prog='kneeai app', description='The kneeai web app.')
-    p.add_argument('--model', type=Path, default=None, help='model folder (model.safetensors + config.json); default: the demo model')
-    p.add_argument('--trust-pickle', action='store_true', help='allow a pickled fastai model (export.pkl): only one you made or trust')
-    p.add_argument('--max-upload-mb', type=float, default=MAX_UPLOAD_MB, help=f'largest upload, in MB (default: {MAX_UPLOAD_MB})')
-    return p
+    "The app's own options (those after `--` in `streamlit run kneeai/app.py -- ...`), declared by `kneeai.cli.add_app_options`"
+    return add_app_options(argparse.ArgumentParser(prog='kneeai app', description='The kneeai web app.'))
 
+# %% ../nbs/14_app.ipynb #c0d0e00a
 def app_args(argv=None # The app's arguments (default: `sys.argv[1:]`)
             ) -> argparse.Namespace:
     "The app's options; unknown ones are kept in `unknown` (the page shows them) rather than ending the server"
@@ -276,6 +256,7 @@ def app_args(argv=None # The app's arguments (default: `sys.argv[1:]`)
     args.unknown = unknown
     return args
 
+# %% ../nbs/14_app.ipynb #c0d0e00b
 def demo_model_dir() -> Path:
     "Where `kneeai demo` writes its model by default"
     return kneeai_home()/'demo'/'model'
@@ -297,10 +278,6 @@ def _digest(files) -> str:
     for n,d in files: h.update(n.encode()); h.update(len(d).to_bytes(8, 'little')); h.update(hashlib.sha256(d).digest())
     return h.hexdigest()[:16]
 
-def _kind(cfg) -> str:
-    "'TripleMRNet' or 'RadiographNet' (a trusted pickle may have no `model` entry: told by its data config)"
-    return (cfg.get('model') or {}).get('kind') or ('TripleMRNet' if 'planes' in cfg['data'] else 'RadiographNet')
-
 def _choose_model(st, args):
     "The model folder to load and how it was chosen; None after saying in the page why there is none"
     path,how = model_choice(args)
@@ -314,18 +291,18 @@ def _choose_model(st, args):
                  '`kneeai demo` to train a demo model on synthetic data and reload this page.')
     return path, how
 
-def _sidebar(st, path, cfg, how) -> dict:
+def _sidebar(st, path, pred, how) -> dict:
     "The model's description and the display options"
-    sb,m,d = st.sidebar,cfg.get('model') or {},cfg['data']
+    sb,m,d,cfg = st.sidebar,pred.cfg.get('model') or {},pred.data,pred.cfg
     sb.markdown(f"**Model** ({'the demo model, trained on synthetic exams' if how == 'demo' else 'as given'})  \n`{path}`")
-    if _kind(cfg) == 'TripleMRNet':
-        sb.markdown(f"TripleMRNet · {m.get('arch', '?')} · planes: {', '.join(d['planes'])} · slices at {d.get('size') or 'their stored size'}")
+    if pred.inputs == 'exams':
+        sb.markdown(f"{pred.kind} · {m.get('arch', '?')} · planes: {', '.join(d['planes'])} · slices at {d.get('size') or 'their stored size'}")
         thr = cfg.get('thresholds') or {}
         sb.table(pd.DataFrame({'threshold': [f"{thr.get(t, .5):.3f}" for t in d['tasks']],
                                'from': ['model' if t in thr else 'default' for t in d['tasks']]}, index=pd.Index(d['tasks'], name='task')))
-    else: sb.markdown(f"RadiographNet · {m.get('arch', '?')} · task: {d.get('task')} · classes: {', '.join(class_names(cfg))} · {d.get('size')} px")
+    else: sb.markdown(f"{pred.kind} · {m.get('arch', '?')} · task: {d.get('task')} · classes: {', '.join(class_names(cfg))} · {d.get('size')} px")
     sb.markdown('**Display**')
-    method = sb.radio('Heatmap', ('gradcam', 'gradcampp'), format_func={'gradcam': 'GradCAM', 'gradcampp': 'GradCAM++'}.get, horizontal=True, key='cam_method')
+    method = sb.radio('Heatmap', CAM_METHODS, format_func={'gradcam': 'GradCAM', 'gradcampp': 'GradCAM++'}.get, horizontal=True, key='cam_method')
     alpha = sb.slider('Heatmap opacity', 0., 1., .4, .05, key='cam_alpha')
     phi = sb.checkbox('Show identifying DICOM tags (names, IDs, dates, …)', key='phi')
     return dict(method=method, alpha=alpha, phi=phi)
@@ -352,22 +329,21 @@ def _result_state(st, key, make):
         state[key] = res
     return state[key]
 
-def _exam_section(st, model, cfg, files, args, key, path, ctl):
+def _exam_section(st, pred, files, args, key, path, ctl):
     def make():
-        vols = read_exam(files, cfg['data']['planes'], args.max_upload_mb)
+        vols = read_exam(files, pred.data['planes'], args.max_upload_mb)
         name = Path(files[0][0]).stem if len(files) == 1 else 'exam'
-        return dict(vols=vols, table=result_table(exam_probs(model, cfg, vols, name), cfg.get('thresholds')), cams={})
+        return dict(vols=vols, table=result_table(exam_probs(pred, vols, name), pred.thresholds), cams={})
     with ctl['lock']: res = _result_state(st, key, make)
     _results(st, res['table'], dict(model=str(path), files=[n for n,_ in files]), key)
     st.subheader('GradCAM')
-    task = st.selectbox('Heatmap of the task', list(cfg['data']['tasks']), key='cam_task')
+    task = st.selectbox('Heatmap of the task', pred.names, key='cam_task')
     ck = (task, ctl['method'])
     if ck not in res['cams']:
         try:
-            from kneeai.interpret import exam_cams
-            with st.spinner('Computing the heatmaps…'), ctl['lock']: res['cams'][ck] = exam_cams(model, res['vols'], cfg, task=task, method=ctl['method'])
+            with st.spinner('Computing the heatmaps…'), ctl['lock']: res['cams'][ck] = exam_cams(pred.model, res['vols'], pred.cfg, task=task, method=ctl['method'])
         except Exception as e: return _fail(st, e, 'The heatmaps could not be computed')
-    for col,p in zip(st.columns(len(cfg['data']['planes'])), cfg['data']['planes']):
+    for col,p in zip(st.columns(len(pred.data['planes'])), pred.data['planes']):
         v,c = res['vols'][p],res['cams'][ck]['planes'][p]
         top = top_slices(c['ranking'])
         i = col.slider(f'{p} slice', 0, len(v) - 1, value=top[0], key=f'slice_{p}_{task}_{ctl["method"]}_{key}') if len(v) > 1 else 0
@@ -376,12 +352,12 @@ def _exam_section(st, model, cfg, files, args, key, path, ctl):
         col.caption('Most important slices: ' + ', '.join(f'★ {j}' for j in top))
         col.bar_chart(pd.DataFrame({'contribution to the logit': c['scores']}), height=120, x_label='slice', y_label='')
 
-def _image_section(st, model, cfg, files, args, key, path, ctl):
-    names = class_names(cfg)
+def _image_section(st, pred, files, args, key, path, ctl):
+    names = class_names(pred.cfg)
     def make():
-        xs = read_images(files, cfg, args.max_upload_mb)
-        probs = image_probs(model, cfg, xs)
-        table = result_table(probs.set_axis(names, axis=1), cfg.get('thresholds'), single_label=cfg['data'].get('task') != 'multilabel')
+        xs = read_images(files, pred.cfg, args.max_upload_mb)
+        probs = pred.image_probs(xs)
+        table = result_table(probs.set_axis(names, axis=1), pred.thresholds, single_label=pred.data.get('task') != 'multilabel')
         return dict(xs=xs, probs=probs, table=table, cams={})
     with ctl['lock']: res = _result_state(st, key, make)
     _results(st, res['table'], dict(model=str(path), files=[n for n,_ in files]), key)
@@ -392,9 +368,8 @@ def _image_section(st, model, cfg, files, args, key, path, ctl):
         t = int(res['probs'].loc[name].to_numpy().argmax()) if target == 'the most probable' else names.index(target)
         ck = (name, t, ctl['method'])
         try:
-            from kneeai.interpret import image_cam, overlay
             if ck not in res['cams']:
-                with ctl['lock']: res['cams'][ck] = image_cam(model, x, cfg, target=t, method=ctl['method'])
+                with ctl['lock']: res['cams'][ck] = image_cam(pred.model, x, pred.cfg, target=t, method=ctl['method'])
             view = overlay(x[0].numpy(), res['cams'][ck], ctl['alpha'])
         except Exception as e: return _fail(st, e, 'The heatmaps could not be computed')
         cols[j % len(cols)].image(view, caption=f'{name}: {names[t]}', width='stretch')
@@ -430,11 +405,11 @@ def page(argv=None # The app's arguments (default: `sys.argv[1:]`, as `streamlit
     if args.unknown: st.warning(f'Ignored unknown app options: {" ".join(args.unknown)}')
     path,how = _choose_model(st, args)
     if path is None: return
-    try: model,cfg = st.cache_resource(show_spinner='Loading the model…')(_cached_load)(str(path), args.trust_pickle)
+    try: pred = st.cache_resource(show_spinner='Loading the model…')(_cached_load)(str(path), args.trust_pickle)
     except KneeaiError as e: return st.error(f'The model cannot be loaded: {e}')
-    ctl,kind = _sidebar(st, path, cfg, how),_kind(cfg)
+    ctl,exams = _sidebar(st, path, pred, how),pred.inputs == 'exams'
     ctl['lock'] = st.cache_resource(_new_lock)()
-    what = 'an MRNet exam (sagittal.npy, coronal.npy, axial.npy, or a .zip of them)' if kind == 'TripleMRNet' else 'radiographs (DICOM, PNG or JPEG)'
+    what = 'an MRNet exam (sagittal.npy, coronal.npy, axial.npy, or a .zip of them)' if exams else 'radiographs (DICOM, PNG or JPEG)'
     ups = st.file_uploader(f'Upload {what}', accept_multiple_files=True, key='uploads')
     if not ups:
         example = Path(path).parent/'example_exam'  # written by `kneeai demo` next to its model
@@ -447,10 +422,10 @@ def page(argv=None # The app's arguments (default: `sys.argv[1:]`, as `streamlit
     except Exception as e: return _fail(st, e)
     try:
         key = _digest(files)
-        if kind == 'TripleMRNet' and imgs: raise DataError(_names(imgs), 'this model reads MRNet exams, not radiographs', hint=_EXAM_HINT)
-        if kind != 'TripleMRNet' and exam: raise DataError(_names(exam), 'this model reads radiographs, not MRNet exams', hint='upload DICOM, PNG or JPEG files')
-        if exam: _exam_section(st, model, cfg, exam, args, key, path, ctl)
-        else: _image_section(st, model, cfg, imgs, args, key, path, ctl)
+        if exams and imgs: raise DataError(_names(imgs), 'this model reads MRNet exams, not radiographs', hint=_EXAM_HINT)
+        if not exams and exam: raise DataError(_names(exam), 'this model reads radiographs, not MRNet exams', hint='upload DICOM, PNG or JPEG files')
+        if exam: _exam_section(st, pred, exam, args, key, path, ctl)
+        else: _image_section(st, pred, imgs, args, key, path, ctl)
     except Exception as e: _fail(st, e)
     _dicom_section(st, imgs, ctl['phi'])
 

@@ -7,18 +7,50 @@ Docs: https://kneeai.github.io/kneeai/cli.html.md"""
 
 # %% ../nbs/13_cli.ipynb #c5d56205
 from __future__ import annotations
-import argparse, sys, json
+import argparse, importlib.util, inspect, json, math, os, subprocess, sys
 from pathlib import Path
 import kneeai
+from .core import KneeaiError, DataError, DicomError, ModelError, atomic_write, device_info
+from .dicom import dicom_meta, deidentify, dicom_files
+from .preprocess import preprocess_folder
+from .synthetic import synth_mrnet
+from .synthetic_radiographs import synth_radiographs, synth_mura
+from .radiographs import RADIOGRAPH_TASKS
+from .sampling import _SINGLE, _MULTI
+from .metrics import format_report
+from .learner import Predictor
+from .train import train_mrnet
+from .radiograph_train import train_radiographs
+from .interpret import explain, CAM_METHODS
+from .demo import mrnet_demo
 
 # %% auto #0
-__all__ = ['kneeai_parser', 'main']
+__all__ = ['MAX_UPLOAD_MB', 'add_app_options', 'kneeai_parser', 'main']
+
+# %% ../nbs/13_cli.ipynb #a1b2c301
+def _defaults(*fs) -> dict:
+    "Parameter -> default of the functions `fs`, from their signatures (the first function naming a parameter wins)"
+    res = {}
+    for f in fs:
+        for n,p in inspect.signature(f).parameters.items():
+            if p.default is not inspect.Parameter.empty: res.setdefault(n, p.default)
+    return res
+
+def _opt(p, d:dict, name:str, *flags, **kw):
+    "Add to `p` the option feeding parameter `name` (flags: `--name-with-dashes` unless given), its default `d[name]`"
+    return p.add_argument(*(flags or ('--' + name.replace('_', '-'),)), dest=name, default=d[name], **kw)
+
+def _kwargs(args, f) -> dict:
+    "The parsed options that are parameters of `f`"
+    ps = inspect.signature(f).parameters
+    return {k: v for k,v in vars(args).items() if k in ps}
+
+def _csv_list(s): return [o.strip() for o in s.split(',') if o.strip()]
 
 # %% ../nbs/13_cli.ipynb #a64735cb
 def _version(args):
     "Print kneeai's version, and with `--verbose` the versions and hardware in use"
     if not args.verbose: return print(kneeai.__version__)
-    from kneeai.core import device_info
     print(json.dumps(dict(kneeai=kneeai.__version__, **device_info()), indent=2))
 
 def _add_version(sub):
@@ -28,62 +60,57 @@ def _add_version(sub):
 
 # %% ../nbs/13_cli.ipynb #9579c660
 def _synth_mrnet(args):
-    from kneeai.synthetic import synth_mrnet
-    dest = synth_mrnet(args.dest, n_train=args.n_train, n_valid=args.n_valid, size=args.size, seed=args.seed,
-                       difficulty=args.difficulty, progress=not args.quiet)
+    dest = synth_mrnet(**_kwargs(args, synth_mrnet))
     print(f'{args.n_train} train and {args.n_valid} valid exams in MRNet layout in {dest}')
 
 def _synth_radiographs(args):
-    from kneeai.synthetic_radiographs import synth_radiographs
-    df = synth_radiographs(args.dest, n=args.n, seed=args.seed, size=args.size, patients=args.patients,
-                           fracture_rate=args.fracture_rate, progress=not args.quiet)
+    df = synth_radiographs(**_kwargs(args, synth_radiographs))
     print(f'{len(df)} radiographs ({int(df.fracture.sum())} with a fracture) in {args.dest}; labels: {Path(args.dest)/"labels.csv"}')
 
 def _synth_mura(args):
-    from kneeai.synthetic_radiographs import synth_mura
-    df = synth_mura(args.dest, n_patients=args.n_patients, seed=args.seed, size=args.size, progress=not args.quiet)
+    df = synth_mura(**_kwargs(args, synth_mura))
     print(f'{len(df)} studies ({int(df.label.sum())} positive) in {args.dest}')
+
+def _synth_parser(kinds, name, f, run, help):
+    "The parser of one kind, with the options every kind has"
+    p,d = kinds.add_parser(name, help=help),_defaults(f)
+    p.add_argument('dest', type=Path, help='folder to write into')
+    _opt(p, d, 'seed', type=int, help='random seed: the same seed writes the same data (default: %(default)s)')
+    _opt(p, d, 'progress', '-q', '--quiet', action='store_false', help='no progress bar')
+    p.set_defaults(func=run)
+    return p,d
 
 def _add_synth(sub):
     p = sub.add_parser('synth', help='write synthetic data in the real formats (MRNet, DICOM, MURA)',
                        description='Write synthetic knee data in the layouts of the real data sets.')
     kinds = p.add_subparsers(title='kinds', dest='kind', metavar='KIND', required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument('dest', type=Path, help='folder to write into')
-    common.add_argument('--seed', type=int, default=0, help='random seed: the same seed writes the same data (default: 0)')
-    common.add_argument('-q', '--quiet', action='store_true', help='no progress bar')
-    m = kinds.add_parser('mrnet', parents=[common], help='MRNet exams: <split>/<plane>/NNNN.npy and <split>-<task>.csv')
-    m.add_argument('--n-train', type=int, default=100, help='training exams (default: 100)')
-    m.add_argument('--n-valid', type=int, default=30, help='validation (test) exams (default: 30)')
-    m.add_argument('--size', type=int, default=256, help='slice height and width in pixels (default: 256, as MRNet)')
-    m.add_argument('--difficulty', default='default', help="lesion size and contrast: 'easy', 'default', 'hard' or a number")
-    m.set_defaults(func=_synth_mrnet)
-    r = kinds.add_parser('radiographs', parents=[common], help='DICOM knee radiographs with Schatzker fractures and labels.csv')
-    r.add_argument('--n', type=int, default=100, help='images (default: 100)')
-    r.add_argument('--size', type=int, default=512, help='image side in pixels (default: 512)')
-    r.add_argument('--patients', type=int, default=None, help='patients (default: chosen from n)')
-    r.add_argument('--fracture-rate', type=float, default=.15, help='share of studies with a fracture (default: 0.15)')
-    r.set_defaults(func=_synth_radiographs)
-    u = kinds.add_parser('mura', parents=[common], help='MURA-style PNG study folders with study-level labels')
-    u.add_argument('--n-patients', type=int, default=50, help='patients (default: 50)')
-    u.add_argument('--size', type=int, default=320, help='image side in pixels (default: 320)')
-    u.set_defaults(func=_synth_mura)
+    m,d = _synth_parser(kinds, 'mrnet', synth_mrnet, _synth_mrnet, 'MRNet exams: <split>/<plane>/NNNN.npy and <split>-<task>.csv')
+    _opt(m, d, 'n_train', type=int, help='training exams (default: %(default)s)')
+    _opt(m, d, 'n_valid', type=int, help='validation (test) exams (default: %(default)s)')
+    _opt(m, d, 'size', type=int, help='slice height and width in pixels (default: %(default)s, as MRNet)')
+    _opt(m, d, 'difficulty', help="lesion size and contrast: 'easy', 'default', 'hard' or a number (default: %(default)s)")
+    r,d = _synth_parser(kinds, 'radiographs', synth_radiographs, _synth_radiographs, 'DICOM knee radiographs with Schatzker fractures and labels.csv')
+    _opt(r, d, 'n', type=int, help='images (default: %(default)s)')
+    _opt(r, d, 'size', type=int, help='image side in pixels (default: %(default)s)')
+    _opt(r, d, 'patients', type=int, help='patients (default: chosen from n)')
+    _opt(r, d, 'fracture_rate', type=float, help='share of studies with a fracture (default: %(default)s)')
+    u,d = _synth_parser(kinds, 'mura', synth_mura, _synth_mura, 'MURA-style PNG study folders with study-level labels')
+    _opt(u, d, 'n_patients', type=int, help='patients (default: %(default)s)')
+    _opt(u, d, 'size', type=int, help='image side in pixels (default: %(default)s)')
 
 # %% ../nbs/13_cli.ipynb #9c492aa8
+def _names(paths) -> str: return ', '.join(map(str, paths))
+
 def _dicom_meta(args):
-    from kneeai.dicom import dicom_meta
-    from kneeai.core import atomic_write, DicomError
     src = args.files[0] if len(args.files) == 1 else args.files
     df = dicom_meta(src, phi=args.phi, keep=tuple(args.keep), salt=args.salt, progress=not args.quiet)
     if args.out:
         with atomic_write(args.out, 'w') as f: df.to_csv(f, index=False)
         print(f'{len(df)} files, {int(df["error"].notna().sum()) if "error" in df else 0} unreadable: {args.out}')
     else: print(df.to_csv(index=False), end='')
-    if len(df) and 'error' in df and df['error'].notna().all(): raise DicomError(src, 'no file could be read as DICOM')
+    if len(df) and 'error' in df and df['error'].notna().all(): raise DicomError(_names(args.files), 'no file could be read as DICOM')
 
 def _deidentify(args):
-    from kneeai.dicom import deidentify, dicom_files
-    from kneeai.core import DicomError
     src,dest = Path(args.src),Path(args.dest)
     if src.is_file(): return print(deidentify(src, dest, salt=args.salt, keep=tuple(args.keep)))
     n,failed = 0,[]
@@ -95,34 +122,30 @@ def _deidentify(args):
     if failed and not n: raise DicomError(src, 'no file could be de-identified')
 
 def _add_dicom(sub):
-    import os
-    salt = dict(default=os.environ.get('KNEEAI_SALT', ''), help='key for pseudonymous IDs and UIDs (default: $KNEEAI_SALT)')
-    keep = dict(nargs='*', default=[], metavar='TAG', help='DICOM keywords to keep anyway, e.g. PatientSex PatientAge')
+    d = _defaults(dicom_meta)
+    salt = dict(default=os.environ.get('KNEEAI_SALT', d['salt']), help='key for pseudonymous IDs and UIDs (default: $KNEEAI_SALT)')
+    keep = dict(nargs='*', default=d['keep'], metavar='TAG', help='DICOM keywords to keep anyway, e.g. PatientSex PatientAge')
     p = sub.add_parser('dicom-meta', help='DICOM tags of files or folders as CSV, identifying tags removed',
                        description='Write the DICOM tags of files or folders as CSV, one row per file.')
     p.add_argument('files', nargs='+', type=Path, help='DICOM files or folders (searched recursively)')
     p.add_argument('-o', '--out', type=Path, help='CSV file to write (default: standard output)')
-    p.add_argument('--phi', action='store_true', help='keep patient-identifying tags (names, IDs, dates, ...)')
-    p.add_argument('--keep', **keep)
-    p.add_argument('--salt', **salt)
+    _opt(p, d, 'phi', action='store_true', help='keep patient-identifying tags (names, IDs, dates, ...)')
+    p.add_argument('--keep', dest='keep', **keep)
+    p.add_argument('--salt', dest='salt', **salt)
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bar')
     p.set_defaults(func=_dicom_meta)
-    d = sub.add_parser('deidentify', help='write de-identified copies of DICOM files',
+    r = sub.add_parser('deidentify', help='write de-identified copies of DICOM files',
                        description='Write copies of DICOM files without the identifying attributes of DICOM PS3.15 '
                                    "basic profile. Sources are never modified. Text burned into the pixels is not removed.")
-    d.add_argument('src', type=Path, help='a DICOM file or a folder of them')
-    d.add_argument('dest', type=Path, help='file or folder to write the copies to (folder structure is kept)')
-    d.add_argument('--keep', **keep)
-    d.add_argument('--salt', **salt)
-    d.set_defaults(func=_deidentify)
+    r.add_argument('src', type=Path, help='a DICOM file or a folder of them')
+    r.add_argument('dest', type=Path, help='file or folder to write the copies to (folder structure is kept)')
+    r.add_argument('--keep', dest='keep', **keep)
+    r.add_argument('--salt', dest='salt', **salt)
+    r.set_defaults(func=_deidentify)
 
 # %% ../nbs/13_cli.ipynb #89cc87ab
 def _preprocess(args):
-    from kneeai.preprocess import preprocess_folder
-    from kneeai.core import DicomError
-    m = preprocess_folder(args.src, args.dest, size=args.size, fmt=args.format, n_workers=args.workers, progress=not args.quiet,
-                          crop=not args.no_crop, clean=not args.no_clean, clip_limit=None if args.no_clahe else args.clip_limit,
-                          overwrite=args.overwrite)
+    m = preprocess_folder(**_kwargs(args, preprocess_folder))
     counts = m['status'].value_counts().to_dict()  # ok, skipped (done by an earlier run), failed
     print(', '.join(f'{n} {k}' for k,n in counts.items()) + f'; manifest: {Path(args.dest)/"manifest.csv"}')
     failed = m[m['status'] == 'failed']
@@ -130,53 +153,128 @@ def _preprocess(args):
     if len(m) and len(failed) == len(m): raise DicomError(args.src, 'no file could be preprocessed')
 
 def _add_preprocess(sub):
-    p = sub.add_parser('preprocess', help='DICOM radiographs to cropped, contrast-enhanced 16-bit PNG or .npy',
-                       description='Preprocess every DICOM file under SRC into DEST (same sub-folders) with a manifest.csv.')
+    p,d = sub.add_parser('preprocess', help='DICOM radiographs to cropped, contrast-enhanced 16-bit PNG or .npy',
+                         description='Preprocess every DICOM file under SRC into DEST (same sub-folders) with a manifest.csv.'),_defaults(preprocess_folder)
     p.add_argument('src', type=Path, help='folder of DICOM files (searched recursively; never modified)')
     p.add_argument('dest', type=Path, help='output folder')
-    p.add_argument('--size', type=int, default=512, help='side of the square output images (default: 512)')
-    p.add_argument('--format', choices=('png', 'npy'), default='png', help='16-bit PNG or uint16 .npy (default: png)')
-    p.add_argument('--workers', type=int, default=None, help='processes (default: one per CPU; 0: no parallelism)')
-    p.add_argument('--clip-limit', type=float, default=.01, help='CLAHE clip limit (default: 0.01)')
-    p.add_argument('--no-clahe', action='store_true', help='no CLAHE')
-    p.add_argument('--no-crop', action='store_true', help='keep the exposed field instead of cropping around the knee')
-    p.add_argument('--no-clean', action='store_true', help='keep collimation borders, markers and text')
-    p.add_argument('--overwrite', action='store_true', help='redo files already done (and allow other settings than last time)')
-    p.add_argument('-q', '--quiet', action='store_true', help='no progress bar')
+    _opt(p, d, 'size', type=int, help='side of the square output images (default: %(default)s)')
+    _opt(p, d, 'fmt', '--format', choices=('png', 'npy'), help='16-bit PNG or uint16 .npy (default: %(default)s)')
+    _opt(p, d, 'n_workers', '--workers', type=int, help='processes (default: one per CPU; 0: no parallelism)')
+    _opt(p, d, 'clip_limit', type=float, help='CLAHE clip limit (default: %(default)s)')
+    _opt(p, d, 'clip_limit', '--no-clahe', action='store_const', const=None, help='no CLAHE')
+    _opt(p, d, 'crop', '--no-crop', action='store_false', help='keep the exposed field instead of cropping around the knee')
+    _opt(p, d, 'clean', '--no-clean', action='store_false', help='keep collimation borders, markers and text')
+    _opt(p, d, 'overwrite', action='store_true', help='redo files already done (and allow other settings than last time)')
+    _opt(p, d, 'progress', '-q', '--quiet', action='store_false', help='no progress bar')
     p.set_defaults(func=_preprocess)
 
-# %% ../nbs/13_cli.ipynb #f0643e2b
-def _csv_list(s): return [o.strip() for o in s.split(',') if o.strip()]
+# %% ../nbs/13_cli.ipynb #a1b2c309
+_MIXED = {'auto': 'auto', 'on': True, 'off': False}
 
+def _mixed(s):
+    "`--mixed-precision`'s word as `amp_callback`'s `mixed_precision`"
+    if s not in _MIXED: raise argparse.ArgumentTypeError(f"{s!r}: choose {', '.join(_MIXED)}")
+    return _MIXED[s]
+
+def _fit_options(p, d:dict):
+    "The options of every training recipe, their defaults from its signature `d`"
+    _opt(p, d, 'pretrained', action='store_true', help='start from ImageNet weights (downloaded or cached)')
+    _opt(p, d, 'mixed_precision', type=_mixed, metavar='{' + ','.join(_MIXED) + '}',
+         help="auto: on CUDA GPUs; on: also bfloat16 autocast on CPUs with native bfloat16; off (default: auto)")
+    _opt(p, d, 'epochs', type=int, help='(default: %(default)s)')
+    _opt(p, d, 'bs', type=int, help='items per batch (default: %(default)s)')
+    _opt(p, d, 'lr', type=float, help='maximum learning rate (default: %(default)s)')
+    _opt(p, d, 'valid_pct', type=float, help='part of the training data held out to pick the best epoch (default: %(default)s)')
+    _opt(p, d, 'patience', type=int, help='stop after this many epochs without improvement (default: never)')
+    _opt(p, d, 'n_boot', type=int, help="bootstrap resamples for the report's intervals (default: %(default)s)")
+    _opt(p, d, 'seed', type=int, help='(default: %(default)s)')
+    _opt(p, d, 'device', help="'cpu', 'cuda', ... (default: the best available)")
+    _opt(p, d, 'num_workers', '--workers', type=int, help='data loader processes')
+    _opt(p, d, 'progress', '-q', '--quiet', action='store_false', help='no progress bar or epoch lines')
+
+# %% ../nbs/13_cli.ipynb #f0643e2b
 def _train_mrnet(args):
-    from kneeai.train import train_mrnet
-    from kneeai.metrics import format_report
-    from kneeai.core import MRNET_TASKS, PLANES
-    res = train_mrnet(args.data, args.out, tasks=args.tasks or MRNET_TASKS, planes=args.planes or PLANES, arch=args.arch, pretrained=args.pretrained,
-                      shared=args.shared, mixed_precision={'auto': 'auto', 'on': True, 'off': False}[args.mixed_precision], epochs=args.epochs, bs=args.bs, lr=args.lr, size=args.size, valid_pct=args.valid_pct,
-                      patience=args.patience, seed=args.seed, device=args.device, num_workers=args.workers)
+    res = train_mrnet(**_kwargs(args, train_mrnet))
     if 'report' in res: print(format_report(res['report']).to_string())
     print(f"model, report, ROC curves and training log in {res['out']}")
 
+def _add_train_mrnet(kinds):
+    m,d = kinds.add_parser('mrnet', help='a multi-plane MRNet on an MRNet-layout folder'),_defaults(train_mrnet)
+    m.add_argument('--data', type=Path, required=True, help='MRNet folder: train/, valid/ and <split>-<task>.csv')
+    m.add_argument('--out', type=Path, required=True, help='folder for the model, report, ROC curves and training log')
+    _opt(m, d, 'tasks', type=_csv_list, help=f"comma-separated (default: {','.join(d['tasks'])})")
+    _opt(m, d, 'planes', type=_csv_list, help=f"comma-separated (default: {','.join(d['planes'])})")
+    _opt(m, d, 'arch', help='backbone: alexnet, resnet18, resnet34, densenet121, efficientnet_b0, a timm name, or small_cnn (default: %(default)s)')
+    _opt(m, d, 'shared', action='store_true', help='one backbone for all planes')
+    _opt(m, d, 'size', type=int, help='resize slices to SIZE x SIZE (default: keep)')
+    _fit_options(m, d)
+    m.set_defaults(func=_train_mrnet)
+
+# %% ../nbs/13_cli.ipynb #2c971481
+def _none_word(s): return None if s.lower() == 'none' else s
+
+def _train_radiographs(args):
+    kw = _kwargs(args, train_radiographs)
+    if args.task == 'multilabel' and args.label_col: kw['label_col'] = _csv_list(args.label_col)
+    res = train_radiographs(**kw)
+    if 'report' in res: print(format_report(res['report']).to_string())
+    print(f"model, report, confusion matrix and training log in {res['out']}")
+
+def _add_train_radiographs(kinds):
+    r = kinds.add_parser('radiographs', help='a radiograph classifier from a labels CSV (DICOM or image files)',
+                         description='Train a radiograph classifier on a labels CSV (one row per image) and report on a patient-grouped test split.')
+    d = _defaults(train_radiographs)
+    r.add_argument('--data', type=Path, required=True, help="labels CSV, one row per image (file names relative to its folder)")
+    r.add_argument('--out', type=Path, required=True, help='folder for the model, report, confusion matrix and training log')
+    _opt(r, d, 'task', choices=list(RADIOGRAPH_TASKS), help='what to learn (default: %(default)s)')
+    _opt(r, d, 'label_col', help='label column (default: fracture, schatzker or kl_grade); multilabel: comma-separated 0/1 columns')
+    _opt(r, d, 'fn_col', help="file-name column (default: 'file', 'path' or 'fn', whichever is present)")
+    _opt(r, d, 'patient_col', type=_none_word, help="patient column, for patient-grouped splits ('none': split images; default: %(default)s)")
+    _opt(r, d, 'images', type=Path, help="folder the file names are relative to (default: the CSV's folder)")
+    _opt(r, d, 'arch', help="body: resnet18, densenet121, ..., a timm name, or small_cnn (quick on a CPU; default: %(default)s)")
+    _opt(r, d, 'in_chans', type=int, choices=(1, 3), help='1: gray (first conv folded); 3: gray repeated (default: %(default)s)')
+    _opt(r, d, 'size', type=int, help='side of the square network input (default: %(default)s)')
+    _opt(r, d, 'prep', '--no-prep', action='store_false', help='DICOM: no knee crop, cleaning or CLAHE, only percentile scaling')
+    _opt(r, d, 'clahe', type=float, help='CLAHE clip limit applied to every batch (e.g. 0.01; default: none)')
+    _opt(r, d, 'loss', choices=('coral', *_SINGLE, *_MULTI), help='default: cross-entropy (BCE for multilabel); coral: ordinal head for schatzker/kl')
+    _opt(r, d, 'sampler', choices=('batch', 'weighted'), help='rebalance the training batches (default: none)')
+    _opt(r, d, 'test_pct', type=float, help="part of the patients held out for the report, unless a 'split' column names test rows (default: %(default)s)")
+    _fit_options(r, d)
+    r.set_defaults(func=_train_radiographs)
+
+def _add_train(sub):
+    p = sub.add_parser('train', help='train a model', description='Train a model and report on the test split.')
+    kinds = p.add_subparsers(title='kinds', dest='kind', metavar='KIND', required=True)
+    _add_train_mrnet(kinds)
+    _add_train_radiographs(kinds)
+
+# %% ../nbs/13_cli.ipynb #b0c0d002
 def _predict(args):
-    from kneeai.learner import predict_exams, predict_split
-    from kneeai.core import DataError
-    if _is_radiograph_model(args.model): df = _predict_radiographs(args)
-    else:
-        if bool(args.data) == bool(args.exams): raise DataError(reason='give exam folders, or --data MRNET_DIR (with --split), not both')
-        df = (predict_split(args.model, args.data, args.split, device=args.device) if args.data
-              else predict_exams(args.model, args.exams, device=args.device))
+    if bool(args.data) == bool(args.exams): raise DataError(reason='give exam folders or image files, or --data MRNET_DIR (with --split), not both')
+    pred = Predictor.load(args.model, args.device, args.trust_pickle)
+    df = (pred.predict_split(args.data, args.split) if args.data else
+          pred.predict_exams(args.exams) if pred.inputs == 'exams' else pred.predict_images(args.exams))
     if args.csv: print(df.to_csv(float_format='%.6f'), end='')
     else: print(json.dumps({i: {k: (None if v != v else v) for k,v in r.items()} for i,r in df.to_dict('index').items()}, indent=2))
     if 'error' in df and df['error'].notna().any():
         for i,e in df['error'].dropna().items(): print(f'kneeai predict: {e}', file=sys.stderr)
         raise SystemExit(1)
 
+def _add_predict(sub):
+    p,d = sub.add_parser('predict', help='per-task (per-class) probabilities of exams or radiographs',
+                         description='Print per-task probabilities as JSON (or CSV).'),_defaults(Predictor.load, Predictor.predict_split)
+    p.add_argument('--model', type=Path, required=True, help='a model folder (model.safetensors + config.json)')
+    p.add_argument('exams', nargs='*', type=Path, help='exam folders holding sagittal.npy, coronal.npy, axial.npy; for a radiograph model, DICOM or image files')
+    p.add_argument('--data', type=Path, help='or: an MRNet folder, to predict every exam of --split')
+    _opt(p, d, 'split', help="the split of --data (default: %(default)s)")
+    p.add_argument('--csv', action='store_true', help='CSV with an id column and one column per task')
+    _opt(p, d, 'device', help="'cpu', 'cuda', ... (default: the best available)")
+    _opt(p, d, 'trust_pickle', action='store_true', help='allow a pickled fastai model (export.pkl): only one you made or trust')
+    p.set_defaults(func=_predict)
+
+# %% ../nbs/13_cli.ipynb #b0c0d005
 def _demo(args):
-    from kneeai.demo import mrnet_demo
-    from kneeai.metrics import format_report
-    opts = {k: getattr(args, k) for k in ('n_train', 'n_valid', 'size', 'epochs', 'seed', 'arch') if getattr(args, k) is not None}
-    res = mrnet_demo(args.out, device=args.device, progress=not args.quiet, **opts)
+    res = mrnet_demo(**_kwargs(args, mrnet_demo))
     print(f"\nkneeai demo: {res['n_test']} synthetic test exams, model trained on {res['n_train']} (thresholds tuned on {res['n_tune']} held out)")
     print(format_report(res['report']).to_string())
     print(f"\n{res['seconds']} s. Data: {res['data']}\nModel: {res['out']/'model'}\nReport: {res['out']/'report.md'}, ROC curves: {res['out']/'roc.png'}")
@@ -184,121 +282,48 @@ def _demo(args):
     print(f"Try: kneeai predict --model {res['out']/'model'} --data {res['data']} --split valid --csv")
     if 'example_exam' in res: print(f"     kneeai explain --model {res['out']/'model'} {res['example_exam']} --out {res['out']/'explain'}")
 
-def _add_models(sub):
-    p = sub.add_parser('train', help='train a model', description='Train a model and report on the test split.')
-    kinds = p.add_subparsers(title='kinds', dest='kind', metavar='KIND', required=True)
-    m = kinds.add_parser('mrnet', help='a multi-plane MRNet on an MRNet-layout folder')
-    m.add_argument('--data', type=Path, required=True, help='MRNet folder: train/, valid/ and <split>-<task>.csv')
-    m.add_argument('--out', type=Path, required=True, help='folder for the model, report, ROC curves and training log')
-    m.add_argument('--tasks', type=_csv_list, default=None, help='comma-separated (default: abnormal,acl,meniscus)')
-    m.add_argument('--planes', type=_csv_list, default=None, help='comma-separated (default: sagittal,coronal,axial)')
-    m.add_argument('--arch', default='alexnet', help='backbone: alexnet, resnet18, resnet34, densenet121, efficientnet_b0 or a timm name')
-    m.add_argument('--pretrained', action='store_true', help='start from ImageNet weights (downloaded or cached)')
-    m.add_argument('--shared', action='store_true', help='one backbone for all planes')
-    m.add_argument('--mixed-precision', choices=('auto', 'on', 'off'), default='auto',
-                   help="auto: on CUDA GPUs; on: also bfloat16 autocast on CPUs with native bfloat16 (about 1.6x faster for AlexNet here)")
-    m.add_argument('--epochs', type=int, default=10)
-    m.add_argument('--bs', type=int, default=8, help='exams per batch')
-    m.add_argument('--lr', type=float, default=1e-3, help='maximum learning rate')
-    m.add_argument('--size', type=int, default=None, help='resize slices to SIZE x SIZE (default: keep)')
-    m.add_argument('--valid-pct', type=float, default=.2, help='part of train held out for model selection (default: 0.2)')
-    m.add_argument('--patience', type=int, default=None, help='stop after this many epochs without improvement')
-    m.add_argument('--seed', type=int, default=42)
-    m.add_argument('--device', default=None, help="'cpu', 'cuda', ... (default: the best available)")
-    m.add_argument('--workers', type=int, default=None, help='data loader processes')
-    m.set_defaults(func=_train_mrnet)
-    _add_train_radiographs(kinds)
-    p = sub.add_parser('predict', help='per-task (per-class) probabilities of exams or radiographs', description='Print per-task probabilities as JSON (or CSV).')
-    p.add_argument('--model', type=Path, required=True, help='a model folder (model.safetensors + config.json)')
-    p.add_argument('exams', nargs='*', type=Path, help='exam folders holding sagittal.npy, coronal.npy, axial.npy; for a radiograph model, DICOM or image files')
-    p.add_argument('--data', type=Path, help='or: an MRNet folder, to predict every exam of --split')
-    p.add_argument('--split', default='valid', help="the split of --data (default: 'valid')")
-    p.add_argument('--csv', action='store_true', help='CSV with an id column and one column per task')
-    p.add_argument('--device', default=None)
-    p.set_defaults(func=_predict)
-    d = sub.add_parser('demo', help='synthetic MRNet data, a trained model and its report, in a few minutes on a CPU',
-                       description='Make a synthetic MRNet set, train a TripleMRNet on it and print the report.')
-    d.add_argument('--out', type=Path, default=None, help='folder to write to (default: ~/.kneeai/demo)')
-    d.add_argument('--n-train', type=int, help='synthetic training exams (default: 160)')
-    d.add_argument('--n-valid', type=int, help='synthetic test exams (default: 40)')
-    d.add_argument('--size', type=int, help='slice side in pixels (default: 64)')
-    d.add_argument('--epochs', type=int, help='training epochs (default: 12)')
-    d.add_argument('--arch', help="backbone (default: 'small_cnn', quick on a CPU; 'alexnet' as in the MRNet paper)")
-    d.add_argument('--seed', type=int, help='seed of the data and the training (default: 0)')
-    d.add_argument('--device', default=None)
-    d.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
-    d.set_defaults(func=_demo)
+def _add_demo(sub):
+    p,d = sub.add_parser('demo', help='synthetic MRNet data, a trained model and its report, in a few minutes on a CPU',
+                         description='Make a synthetic MRNet set, train a TripleMRNet on it and print the report.'),_defaults(mrnet_demo)
+    _opt(p, d, 'out', type=Path, help='folder to write to (default: ~/.kneeai/demo)')
+    _opt(p, d, 'n_train', type=int, help='synthetic training exams (default: %(default)s)')
+    _opt(p, d, 'n_valid', type=int, help='synthetic test exams (default: %(default)s)')
+    _opt(p, d, 'size', type=int, help='slice side in pixels (default: %(default)s)')
+    _opt(p, d, 'epochs', type=int, help='training epochs (default: %(default)s)')
+    _opt(p, d, 'arch', help="backbone (default: %(default)s, quick on a CPU; 'alexnet' as in the MRNet paper)")
+    _opt(p, d, 'difficulty', help="lesion size and contrast: 'easy', 'default', 'hard' or a number (default: %(default)s)")
+    _opt(p, d, 'seed', type=int, help='seed of the data and the training (default: %(default)s)')
+    _opt(p, d, 'device', help="'cpu', 'cuda', ... (default: the best available)")
+    _opt(p, d, 'progress', '-q', '--quiet', action='store_false', help='no progress bars')
+    p.set_defaults(func=_demo)
 
-# %% ../nbs/13_cli.ipynb #2c971481
-_RADIOGRAPH_TASKS = ('fracture', 'schatzker', 'kl', 'multilabel')
-_RADIOGRAPH_LOSSES = ('ce', 'weighted_ce', 'focal', 'weighted_focal', 'bce', 'weighted_bce', 'coral')
+# %% ../nbs/13_cli.ipynb #b0c0d007
+MAX_UPLOAD_MB = 200  # Default limit of one upload to the app (all files together, zips unpacked), as Streamlit's own default
 
-def _train_radiographs(args):
-    from kneeai.radiograph_train import train_radiographs
-    from kneeai.metrics import format_report
-    label_col = _csv_list(args.label_col) if args.label_col and args.task == 'multilabel' else args.label_col
-    res = train_radiographs(args.data, args.out, task=args.task, images=args.images, fn_col=args.fn_col, label_col=label_col,
-                            patient_col=None if args.patient_col.lower() == 'none' else args.patient_col, arch=args.arch,
-                            pretrained=args.pretrained, loss=args.loss, sampler=args.sampler, size=args.size, in_chans=args.in_chans,
-                            prep=not args.no_prep, clahe=args.clahe, epochs=args.epochs, bs=args.bs, lr=args.lr, valid_pct=args.valid_pct,
-                            test_pct=args.test_pct, patience=args.patience, seed=args.seed, device=args.device, num_workers=args.workers,
-                            n_boot=args.n_boot)
-    if 'report' in res: print(format_report(res['report']).to_string())
-    print(f"model, report, confusion matrix and training log in {res['out']}")
-
-def _add_train_radiographs(kinds):
-    r = kinds.add_parser('radiographs', help='a radiograph classifier from a labels CSV (DICOM or image files)',
-                         description='Train a radiograph classifier on a labels CSV (one row per image) and report on a patient-grouped test split.')
-    r.add_argument('--data', type=Path, required=True, help="labels CSV, one row per image (file names relative to its folder)")
-    r.add_argument('--out', type=Path, required=True, help='folder for the model, report, confusion matrix and training log')
-    r.add_argument('--task', choices=_RADIOGRAPH_TASKS, default='fracture', help='what to learn (default: fracture)')
-    r.add_argument('--label-col', default=None, help='label column (default: fracture, schatzker or kl_grade); multilabel: comma-separated 0/1 columns')
-    r.add_argument('--fn-col', default=None, help="file-name column (default: 'file', 'path' or 'fn', whichever is present)")
-    r.add_argument('--patient-col', default='patient_id', help="patient column, for patient-grouped splits ('none': split images; default: patient_id)")
-    r.add_argument('--images', type=Path, default=None, help="folder the file names are relative to (default: the CSV's folder)")
-    r.add_argument('--arch', default='resnet18', help="body: resnet18, densenet121, ..., a timm name, or small_cnn (quick on a CPU)")
-    r.add_argument('--pretrained', action='store_true', help='start from ImageNet weights (downloaded or cached)')
-    r.add_argument('--in-chans', type=int, choices=(1, 3), default=1, help='1: gray (first conv folded); 3: gray repeated (default: 1)')
-    r.add_argument('--size', type=int, default=224, help='side of the square network input (default: 224)')
-    r.add_argument('--no-prep', action='store_true', help='DICOM: no knee crop, cleaning or CLAHE, only percentile scaling')
-    r.add_argument('--clahe', type=float, default=None, help='CLAHE clip limit applied to every batch (e.g. 0.01; default: none)')
-    r.add_argument('--loss', choices=_RADIOGRAPH_LOSSES, default=None, help='default: cross-entropy (BCE for multilabel); coral: ordinal head for schatzker/kl')
-    r.add_argument('--sampler', choices=('batch', 'weighted'), default=None, help='rebalance the training batches (default: none)')
-    r.add_argument('--epochs', type=int, default=10)
-    r.add_argument('--bs', type=int, default=16, help='images per batch (default: 16)')
-    r.add_argument('--lr', type=float, default=1e-3, help='maximum learning rate')
-    r.add_argument('--valid-pct', type=float, default=.2, help='part of the training patients held out to pick the best epoch (default: 0.2)')
-    r.add_argument('--test-pct', type=float, default=.2, help="part of the patients held out for the report, unless a 'split' column names test rows (default: 0.2)")
-    r.add_argument('--patience', type=int, default=None, help='stop after this many epochs without improvement')
-    r.add_argument('--n-boot', type=int, default=2000, help="bootstrap resamples for the report's intervals (default: 2000)")
-    r.add_argument('--seed', type=int, default=42)
-    r.add_argument('--device', default=None, help="'cpu', 'cuda', ... (default: the best available)")
-    r.add_argument('--workers', type=int, default=None, help='data loader processes')
-    r.set_defaults(func=_train_radiographs)
-
-def _is_radiograph_model(model_dir) -> bool:
-    "Whether `model_dir` holds a radiograph model (its config.json says `kind: RadiographNet`)"
-    try: cfg = json.loads((Path(model_dir)/'config.json').read_text())
-    except (OSError, ValueError): return False
-    return isinstance(cfg, dict) and (cfg.get('model') or {}).get('kind') == 'RadiographNet'
-
-def _predict_radiographs(args):
-    from kneeai.learner import predict_images
-    from kneeai.core import DataError
-    if args.data or not args.exams: raise DataError(args.model, 'a radiograph model predicts DICOM or image files', hint='kneeai predict --model DIR FILE...')
-    return predict_images(args.model, args.exams, device=args.device)
+# %% ../nbs/13_cli.ipynb #b0c0d008
+def add_app_options(p:argparse.ArgumentParser # `kneeai app`'s parser, or the app's own
+                   ) -> argparse.ArgumentParser:
+    "Add the web app's options to `p`"
+    p.add_argument('--model', type=Path, default=None, help='model folder (model.safetensors + config.json); default: the demo model')
+    p.add_argument('--trust-pickle', action='store_true', help='allow a pickled fastai model (export.pkl): only one you made or trust')
+    p.add_argument('--max-upload-mb', type=float, default=MAX_UPLOAD_MB, help='largest upload, in MB (default: %(default)s)')
+    return p
 
 # %% ../nbs/13_cli.ipynb #b9716ac3
-class _PassThrough(argparse.ArgumentParser):
-    "A parser that keeps the options it does not know (Streamlit's own) in `streamlit_args` instead of failing on them"
-    def parse_known_args(self, args=None, namespace=None):
-        ns,rest = super().parse_known_args(args, namespace)
-        ns.streamlit_args = [*(getattr(ns, 'streamlit_args', None) or []), *rest]
-        return ns, []
+def _streamlit_args(rest:list) -> tuple:
+    "Streamlit's options (`--section.name[=value]`, each with its value) among the arguments argparse did not know, and the others"
+    st,bad,i = [],[],0
+    while i < len(rest):
+        a = rest[i]
+        if a.startswith('--') and '.' in a.split('=')[0]:
+            st.append(a)
+            if '=' not in a and i + 1 < len(rest) and not rest[i + 1].startswith('-'): st.append(rest[i + 1]); i += 1
+        else: bad.append(a)
+        i += 1
+    return st, bad
 
 def _app_command(args) -> list:
     "The `streamlit run` command line that `kneeai app` runs"
-    import math
     st_args = list(args.streamlit_args)
     if not any(a.split('=')[0] == '--server.maxUploadSize' for a in st_args):
         st_args += ['--server.maxUploadSize', str(max(1, math.ceil(args.max_upload_mb)))]
@@ -307,8 +332,6 @@ def _app_command(args) -> list:
     return [sys.executable, '-m', 'streamlit', 'run', str(Path(kneeai.__file__).parent/'app.py'), *st_args, '--', *ours]
 
 def _app(args):
-    import importlib.util, os, subprocess
-    from kneeai.core import KneeaiError, ModelError
     if importlib.util.find_spec('streamlit') is None:
         raise KneeaiError('streamlit', 'the web app needs Streamlit, which is not installed', hint='pip install "kneeai[app]"')
     if args.model is not None and not Path(args.model).expanduser().exists():
@@ -322,18 +345,13 @@ def _app(args):
 
 def _add_app(sub):
     p = sub.add_parser('app', help='the web app: upload an exam or radiographs, see probabilities and GradCAM',
-                       description='Start the kneeai web app (Streamlit) on a model. Options kneeai does not know '
-                                   '(e.g. --server.port 8502 --server.headless true) are passed to `streamlit run`.')
-    p.__class__ = _PassThrough  # subparsers are made by the parent's parser class; this one keeps unknown options
-    p.add_argument('--model', type=Path, default=None, help='model folder (model.safetensors + config.json); default: the demo model')
-    p.add_argument('--trust-pickle', action='store_true', help='allow a pickled fastai model (export.pkl): only one you made or trust')
-    p.add_argument('--max-upload-mb', type=float, default=200, help='largest upload, in MB (default: 200)')
-    p.set_defaults(func=_app, streamlit_args=[])
+                       description='Start the kneeai web app (Streamlit) on a model. Streamlit\'s own options '
+                                   '(--section.name VALUE, e.g. --server.port 8502 --server.headless true) are passed to `streamlit run`.')
+    add_app_options(p).set_defaults(func=_app, streamlit_args=[])
 
 # %% ../nbs/13_cli.ipynb #e7a1c0df
 def _explain(args):
-    from kneeai.interpret import explain
-    res = explain(args.model, args.inputs, args.out, tasks=args.task, method=args.method, k=args.top, device=args.device)
+    res = explain(**_kwargs(args, explain))
     failed = [s['error'] for s in res.values() if 'error' in s]
     for name,s in res.items():
         if 'tasks' in s:
@@ -346,22 +364,22 @@ def _explain(args):
     if failed: raise SystemExit(1)
 
 def _add_explain(sub):
-    p = sub.add_parser('explain', help='GradCAM overlays (PNG) of exams or radiographs, the most important slices ranked',
-                       description='Write GradCAM overlays of MRNet exam folders (the top slices of each plane, a mosaic and '
-                                   'explain.json per task) or, for a radiograph model, of DICOM or image files.')
-    p.add_argument('--model', type=Path, required=True, help='a model folder (model.safetensors + config.json)')
+    p,d = sub.add_parser('explain', help='GradCAM overlays (PNG) of exams or radiographs, the most important slices ranked',
+                         description='Write GradCAM overlays of MRNet exam folders (the top slices of each plane, a mosaic and '
+                                     'explain.json per task) or, for a radiograph model, of DICOM or image files.'),_defaults(explain)
+    p.add_argument('--model', dest='model_dir', type=Path, required=True, help='a model folder (model.safetensors + config.json)')
     p.add_argument('inputs', nargs='+', type=Path, metavar='EXAM',
                    help='exam folders holding sagittal.npy, coronal.npy, axial.npy; for a radiograph model, DICOM or image files or folders')
     p.add_argument('--out', type=Path, required=True, help='folder to write the PNGs and explain.json to')
-    p.add_argument('--task', type=_csv_list, default=None,
-                   help='comma-separated tasks to explain (default: every task); radiographs: classes (default: the most probable)')
-    p.add_argument('--method', choices=('gradcam', 'gradcampp'), default='gradcam', help='GradCAM or GradCAM++ (default: gradcam)')
-    p.add_argument('--top', type=int, default=3, help='slices per plane to write (default: 3)')
-    p.add_argument('--device', default=None)
+    _opt(p, d, 'tasks', '--task', type=_csv_list,
+         help='comma-separated tasks to explain (default: every task); radiographs: classes (default: the most probable)')
+    _opt(p, d, 'method', choices=CAM_METHODS, help='GradCAM or GradCAM++ (default: %(default)s)')
+    _opt(p, d, 'k', '--top', type=int, help='slices per plane to write (default: %(default)s)')
+    _opt(p, d, 'device', help="'cpu', 'cuda', ... (default: the best available)")
     p.set_defaults(func=_explain)
 
 # %% ../nbs/13_cli.ipynb #e5ed01ce
-_SUBCOMMANDS = [_add_version, _add_synth, _add_dicom, _add_preprocess, _add_models, _add_app, _add_explain]
+_SUBCOMMANDS = [_add_version, _add_synth, _add_dicom, _add_preprocess, _add_train, _add_predict, _add_demo, _add_app, _add_explain]
 
 def kneeai_parser() -> argparse.ArgumentParser:
     "The argument parser of the `kneeai` command, with every subcommand"
@@ -375,18 +393,24 @@ def kneeai_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/13_cli.ipynb #e29e470d
+def _parse(p:argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    "Parse `argv` with `p`; only `kneeai app` takes options `p` does not know, Streamlit's own"
+    args,rest = p.parse_known_args(argv)
+    if getattr(args, 'command', None) == 'app': args.streamlit_args,rest = _streamlit_args(rest)
+    if rest: p.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
 def main(argv:list|None=None # Arguments (default: `sys.argv[1:]`)
         ) -> int:
     "Run the `kneeai` command; returns the exit status"
     p = kneeai_parser()
-    args = p.parse_args(argv)
+    args = _parse(p, argv)
     if not getattr(args, 'func', None):
         p.print_help()
         return 0
     try: args.func(args)
-    except Exception as e:
-        from kneeai.core import KneeaiError
-        if args.debug or not isinstance(e, KneeaiError): raise
+    except KneeaiError as e:
+        if args.debug: raise
         print(f'kneeai {args.command}: error: {e}', file=sys.stderr)
         return 1
     return 0

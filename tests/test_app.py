@@ -1,5 +1,5 @@
 """The web app driven by Streamlit's `AppTest` (no browser): upload an exam, check the probabilities shown against
-`kneeai.train.predict_exams`, and that bad uploads, missing or pickled models give a message in the page."""
+`kneeai.learner.predict_exams`, and that bad uploads, missing or pickled models give a message in the page."""
 import io, shutil, sys, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
@@ -124,8 +124,8 @@ def test_gradcam_slider_starts_at_the_most_important_slice(tiny, monkeypatch):
     model,exam = tiny
     at = start(monkeypatch, '--model', model)
     at.file_uploader[0].set_value(exam_files(exam)).run()
-    m,cfg = load_app_model(model)
-    cams = exam_cams(m, read_exam([exam/f'{p}.npy' for p in PLANES]), cfg, task='abnormal')
+    pred = load_app_model(model)
+    cams = exam_cams(pred.model, read_exam([exam/f'{p}.npy' for p in PLANES]), pred.cfg, task='abnormal')
     sliders = {s.label.split()[0]: s for s in at.main.slider}
     assert list(sliders) == list(PLANES)
     for p in PLANES: assert sliders[p].value == int(cams['planes'][p]['ranking'][0])
@@ -201,7 +201,7 @@ def test_pickled_model_loads_with_trust_pickle(tiny, tmp_path, monkeypatch):
     from kneeai.synthetic import synth_mrnet
     from kneeai.volumes import mrnet_dls
     from kneeai.train import mrnet_learner
-    from kneeai.learner import load_model
+    from kneeai.learner import Predictor
     from kneeai.app import exam_probs, read_exam
     _,exam = tiny
     data = synth_mrnet(tmp_path/'mrnet', n_train=12, n_valid=2, size=32, seed=1, progress=False)
@@ -211,8 +211,7 @@ def test_pickled_model_loads_with_trust_pickle(tiny, tmp_path, monkeypatch):
     at = start(monkeypatch, '--model', tmp_path/'pkl', '--trust-pickle')
     at.file_uploader[0].set_value(exam_files(exam)).run()
     assert not at.exception and errors(at) == []
-    m,cfg = load_model(tmp_path/'pkl', trust_pickle=True)
-    ref = exam_probs(m, cfg, read_exam([exam/f'{p}.npy' for p in PLANES])).iloc[0]
+    ref = exam_probs(Predictor.load(tmp_path/'pkl', trust_pickle=True), read_exam([exam/f'{p}.npy' for p in PLANES])).iloc[0]
     np.testing.assert_allclose(shown_probs(at).probability, ref[list(MRNET_TASKS)].astype(float), atol=5e-5 + 1e-6)
     assert set(shown_probs(at).threshold) == {.5}  # an exported learner without tuned thresholds
 

@@ -80,3 +80,46 @@ def test_untrusted_pickle_refused(tmp_path):
     (tmp_path/'export.pkl').write_bytes(b'\x80\x04K\x01.')
     r = kneeai_cmd('predict', '--model', str(tmp_path), '--data', str(tmp_path))
     assert r.returncode == 1 and 'arbitrary code' in r.stderr
+
+def test_dicom_meta_error_names_the_files(tmp_path):
+    "Several files, none DICOM: the error names them as the user typed them, not as a Python list of Path objects"
+    for n in ('a.dcm', 'b.dcm'): (tmp_path/n).write_bytes(b'not DICOM')
+    r = kneeai_cmd('dicom-meta', tmp_path/'a.dcm', tmp_path/'b.dcm', '--quiet', '--out', tmp_path/'meta.csv')
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and 'Path(' not in last and '[' not in last
+    assert last == f"kneeai dicom-meta: error: {tmp_path/'a.dcm'}, {tmp_path/'b.dcm'}: no file could be read as DICOM"
+
+def test_app_passes_streamlit_options_and_refuses_typos(tmp_path, monkeypatch):
+    "Streamlit's `--section.name` options go to `streamlit run`; an option neither kneeai nor Streamlit has is a usage error"
+    import subprocess
+    from kneeai.cli import main
+    calls = []
+    monkeypatch.setattr(subprocess, 'call', lambda cmd, **kw: calls.append(cmd) or 0)
+    assert main(['app', '--model', str(tmp_path), '--server.port', '8502', '--server.headless=true', '--max-upload-mb', '5']) == 0
+    cmd = calls[-1]
+    assert cmd[cmd.index('run') + 2:cmd.index('--')] == ['--server.port', '8502', '--server.headless=true', '--server.maxUploadSize', '5']
+    assert cmd[cmd.index('--') + 1:] == ['--model', str(tmp_path.resolve()), '--max-upload-mb', '5']
+    with pytest.raises(SystemExit) as e: main(['app', '--model', str(tmp_path), '--modle', 'x'])
+    assert e.value.code == 2 and len(calls) == 1  # not started
+    r = kneeai_cmd('app', '--trust_pickle')
+    assert r.returncode == 2 and 'unrecognized arguments: --trust_pickle' in r.stderr
+
+def test_app_help_shows_the_apps_options():
+    from kneeai.cli import MAX_UPLOAD_MB
+    r = kneeai_cmd('app', '--help')
+    assert r.returncode == 0
+    for o in ('--model', '--trust-pickle', '--max-upload-mb', f'(default: {MAX_UPLOAD_MB})', '--server.port'): assert o in r.stdout, o
+
+def test_train_prints_one_line_per_epoch(tmp_path):
+    "Standard output is a pipe here: each epoch is one plain line, no progress bar redrawn with carriage returns"
+    r = kneeai_cmd('synth', 'mrnet', tmp_path/'D', '--n-train', '12', '--n-valid', '4', '--size', '32', '--quiet')
+    assert r.returncode == 0, r.stderr
+    r = kneeai_cmd('train', 'mrnet', '--data', tmp_path/'D', '--out', tmp_path/'run', '--arch', 'small_cnn', '--epochs', '2',
+                   '--bs', '4', '--n-boot', '20', '--device', 'cpu', '--workers', '0', timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert '\r' not in r.stdout and '\r' not in r.stderr
+    epochs = [l for l in r.stdout.splitlines() if l.startswith('epoch ')]
+    assert [l.split()[1] for l in epochs] == ['1/2', '2/2'] and all('train_loss' in l and 'valid_loss' in l for l in epochs)
+    r = kneeai_cmd('train', 'mrnet', '--data', tmp_path/'D', '--out', tmp_path/'run2', '--arch', 'small_cnn', '--epochs', '1',
+                   '--bs', '4', '--n-boot', '20', '--device', 'cpu', '--workers', '0', '--quiet', timeout=600)
+    assert r.returncode == 0 and not [l for l in r.stdout.splitlines() if l.startswith('epoch ')]
