@@ -35,6 +35,7 @@ def _check_method(method):
     if method not in CAM_METHODS: raise KneeaiError(method, 'not a CAM method kneeai knows', hint=f"use one of {', '.join(CAM_METHODS)}")
     return method
 
+# %% ../nbs/12_interpret.ipynb #422a1cee
 def cam_weights(acts:Tensor, # Activations `(N, C, h, w)` of the target layer
                 grads:Tensor, # Gradients of the target logit with respect to them
                 method:str='gradcam', # 'gradcam' (mean gradient) or 'gradcampp' (GradCAM++)
@@ -46,6 +47,7 @@ def cam_weights(acts:Tensor, # Activations `(N, C, h, w)` of the target layer
     a = torch.where(denom != 0, g2/torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(denom))
     return (a*grads.clamp(min=0)).sum((-2, -1))
 
+# %% ../nbs/12_interpret.ipynb #95759e6a
 def cam_maps(acts:Tensor, # Activations `(N, C, h, w)`
              grads:Tensor, # Their gradients
              method:str='gradcam', # 'gradcam' or 'gradcampp'
@@ -69,11 +71,6 @@ class _Hooks:
         for h in self.handles: h.remove()
 
 # %% ../nbs/12_interpret.ipynb #ac8232be
-def _volume_planes(model) -> tuple:
-    if isinstance(model, TripleMRNet): return model.planes
-    if isinstance(model, MRNet): return (None,)
-    raise ModelError(type(model).__name__, 'not an MRNet or TripleMRNet', hint='use image_cam for models of 2-D images')
-
 def _target_index(target, names, n_out:int) -> int:
     "The output index of `target`, an index or a name in `names`"
     names = list(names or [])
@@ -83,6 +80,12 @@ def _target_index(target, names, n_out:int) -> int:
     t = int(target)
     if not -n_out <= t < n_out: raise ModelError(target, f'the model has {n_out} outputs', hint=f"tasks: {', '.join(map(str, names))}" if names else None)
     return t % n_out
+
+# %% ../nbs/12_interpret.ipynb #9f0165ba
+def _volume_planes(model) -> tuple:
+    if isinstance(model, TripleMRNet): return model.planes
+    if isinstance(model, MRNet): return (None,)
+    raise ModelError(type(model).__name__, 'not an MRNet or TripleMRNet', hint='use image_cam for models of 2-D images')
 
 def _volume_cams(model, xs:dict, targets:list, method:str='gradcam', through_max:bool=True, layer=None) -> list:
     "`volume_cams` for several targets, from one forward pass"
@@ -120,6 +123,7 @@ def _volume_cams(model, xs:dict, targets:list, method:str='gradcam', through_max
     finally: model.train(was)
     return [dict(logits=logits.detach().float().cpu(), target=t, planes=r) for t,r in zip(ts, res)]
 
+# %% ../nbs/12_interpret.ipynb #c8d72d2a
 def _plane_maps(planes, vols, counts, acts, feats, grads, method) -> dict:
     "Per plane: maps at the volume's size in [0, 1], the slices' contributions to the logit, and their ranking"
     n = len(acts)
@@ -135,6 +139,7 @@ def _plane_maps(planes, vols, counts, acts, feats, grads, method) -> dict:
         res[p] = dict(cam=c, scores=s, ranking=np.argsort(-s, kind='stable'))
     return res
 
+# %% ../nbs/12_interpret.ipynb #e99eb04a
 def volume_cams(model:nn.Module, # An `MRNet` or `TripleMRNet`
                 xs:dict, # Plane -> one exam's volume `(S, H, W)` prepared as in training, for each of the model's planes
                 target=0, # Output (task) index
@@ -153,6 +158,7 @@ def _resize_cam(cam:np.ndarray, hw) -> np.ndarray:
     t = F.interpolate(t.reshape(-1, 1, *t.shape[-2:]), size=tuple(hw), mode='bilinear', align_corners=False)
     return t.reshape(*cam.shape[:-2], *hw).clamp(0, 1).numpy()
 
+# %% ../nbs/12_interpret.ipynb #dabacd70
 def _exam_cams(model, volumes:dict, cfg:dict, tasks:list, method:str='gradcam', through_max:bool=True, layer=None) -> list:
     "`exam_cams` for several tasks, from one forward pass"
     data = cfg['data']
@@ -173,7 +179,8 @@ def _exam_cams(model, volumes:dict, cfg:dict, tasks:list, method:str='gradcam', 
         out.append(dict(prob=probs[t], probs=dict(zip(names, probs)), task=names[t], method=method, planes=r['planes']))
     return out
 
-def exam_cams(model:nn.Module, # From `kneeai.train.load_model` (a `TripleMRNet`)
+# %% ../nbs/12_interpret.ipynb #902d0478
+def exam_cams(model:nn.Module, # From `kneeai.learner.load_model` (a `TripleMRNet`)
               volumes:dict, # Plane -> `uint8` array `(S, H, W)` as stored in MRNet `.npy` files
               cfg:dict, # The model's config: `cfg['data']` has planes, tasks, size, mean, std
               task=0, # Task index or name, e.g. 'acl'
@@ -226,6 +233,7 @@ def overlay(img:np.ndarray, # A 2-D image, any range (scaled by its minimum and 
     heat = matplotlib.colormaps[cmap](np.clip(cam, 0, 1))[..., :3]
     return np.clip(np.round(255*((1 - alpha)*g[..., None] + alpha*heat)), 0, 255).astype(np.uint8)
 
+# %% ../nbs/12_interpret.ipynb #6d56ea75
 def cam_peak(cam:np.ndarray # A 2-D map
             ) -> tuple:
     "Row and column `(y, x)` of the map's maximum"
@@ -253,6 +261,7 @@ def show_cam(img, # A 2-D image (array or tensor), any range
     ax.axis('off')
     return ax
 
+# %% ../nbs/12_interpret.ipynb #5ff3f842
 def show_exam_cams(volumes:dict, # Plane -> volume `(S, H, W)` (as stored, or prepared)
                    res:dict, # From `exam_cams` or `volume_cams`
                    k:int=3, # Slices per plane, the most important first
@@ -319,6 +328,7 @@ def lesion_boxes(path, # A synthetic MRNet folder (from `kneeai.synthetic.synth_
     if not fn.is_file(): raise DataError(fn, 'no lesion boxes here', hint='synthetic data from kneeai.synthetic.synth_mrnet has them; MRNet has none')
     return pd.read_csv(fn, dtype={'id': str})
 
+# %% ../nbs/12_interpret.ipynb #8e4f006c
 def pointing_game(res:dict, # From `exam_cams` for one exam and one task
                   boxes:pd.DataFrame, # That exam's lesion boxes for the task: plane, slice, x0, y0, x1, y1 (half-open)
                   tol:int=0, # Pixels of tolerance around each box
@@ -336,6 +346,7 @@ def pointing_game(res:dict, # From `exam_cams` for one exam and one task
                          p_slice=float(m.any((1, 2)).mean())))
     return pd.DataFrame(rows, columns=['plane', 'slice', 'y', 'x', 'hit', 'p_point', 'p_slice_point', 'energy', 'on_lesion_slice', 'p_slice'])
 
+# %% ../nbs/12_interpret.ipynb #4688fac7
 def randomized_model(model:nn.Module, # A trained model (left unchanged)
                      seed:int=0, # Seed of the new weights
                     ) -> nn.Module:
@@ -346,6 +357,7 @@ def randomized_model(model:nn.Module, # A trained model (left unchanged)
         if hasattr(o, 'reset_parameters'): o.reset_parameters()
     return m.eval()
 
+# %% ../nbs/12_interpret.ipynb #021ccec5
 def cam_similarity(a:dict, b:dict # Two results of `exam_cams` (or `volume_cams`) for the same exam
                   ) -> dict:
     "Spearman rank correlation between the maps of `a` and `b`, per plane"
@@ -378,6 +390,7 @@ def pointing_games(model:nn.Module, cfg:dict, # From `load_model` (or `dict(data
             rows.append(pg.assign(id=i, task=t, prob=res['prob']))
     return pd.concat(rows, ignore_index=True)[['id', 'task', 'prob', *pg.columns]] if rows else pd.DataFrame()
 
+# %% ../nbs/12_interpret.ipynb #8e48bed3
 def randomization_test(model:nn.Module, cfg:dict, # From `load_model` (or `dict(data=dls.data_config)`)
                        data, # An MRNet folder
                        split:str='valid', # Its split (positive exams of each task)
@@ -399,7 +412,7 @@ def randomization_test(model:nn.Module, cfg:dict, # From `load_model` (or `dict(
 def _save_png(rgb:np.ndarray, fn:Path):
     with atomic_write(fn) as f: Image.fromarray(rgb).save(f, format='PNG')
 
-def explain_exam(model:nn.Module, # From `kneeai.train.load_model`
+def explain_exam(model:nn.Module, # From `kneeai.learner.load_model`
                  cfg:dict, # Its config
                  exam, # An exam folder holding `<plane>.npy` for the model's planes
                  out, # Folder to write to (created)
@@ -431,7 +444,7 @@ def explain_exam(model:nn.Module, # From `kneeai.train.load_model`
     return summary
 
 # %% ../nbs/12_interpret.ipynb #d979bdc6
-def explain_images(model:nn.Module, # A radiograph model from `kneeai.train.load_model`
+def explain_images(model:nn.Module, # A radiograph model from `kneeai.learner.load_model`
                    cfg:dict, # Its config
                    files, # DICOM or image files
                    out, # Folder to write to (created)
@@ -460,6 +473,7 @@ def explain_images(model:nn.Module, # A radiograph model from `kneeai.train.load
     with atomic_write(out/'explain.json', 'w') as fh: json.dump(dict(method=method, images=summary), fh, indent=1)
     return summary
 
+# %% ../nbs/12_interpret.ipynb #c68faa9f
 def explain(model_dir, # A folder from `save_model`: an MRNet model or a radiograph model
             inputs, # MRNet exam folders, or DICOM/image files (folders are searched) for a radiograph model
             out, # Folder to write to: one sub-folder per exam, or one PNG per image
