@@ -172,6 +172,7 @@ def result_table(probs:pd.DataFrame, # Probabilities: one row per exam or image 
             rows.append(dict(input=str(name), task=str(task), probability=float(p), threshold=thr, threshold_source=src, call=call))
     return pd.DataFrame(rows, columns=['input', 'task', 'probability', 'threshold', 'threshold_source', 'call'])
 
+# %% ../nbs/14_app.ipynb #c0d0e00e
 def result_json(table:pd.DataFrame, # From `result_table`
                 **info, # More entries for the top level, e.g. model=..., files=[...]
                ) -> str:
@@ -179,6 +180,7 @@ def result_json(table:pd.DataFrame, # From `result_table`
     recs = table.astype(object).where(table.notna(), None).to_dict('records')
     return json.dumps(dict(kneeai_version=kneeai.__version__, **info, results=recs), indent=2, default=str, allow_nan=False)
 
+# %% ../nbs/14_app.ipynb #c0d0e00f
 def result_csv(table:pd.DataFrame) -> str:
     "The result as CSV, one line per input and task"
     return table.to_csv(index=False, float_format='%.6f')
@@ -256,11 +258,12 @@ def app_args(argv=None # The app's arguments (default: `sys.argv[1:]`)
     args.unknown = unknown
     return args
 
-# %% ../nbs/14_app.ipynb #c0d0e00b
+# %% ../nbs/14_app.ipynb #c0d0e010
 def demo_model_dir() -> Path:
     "Where `kneeai demo` writes its model by default"
     return kneeai_home()/'demo'/'model'
 
+# %% ../nbs/14_app.ipynb #c0d0e00b
 def model_choice(args:argparse.Namespace # From `app_args`
                 ) -> tuple: # (path or None, 'given', 'demo' or 'none')
     "The model folder the app should offer: `--model`, else the demo model if `kneeai demo` made one"
