@@ -36,14 +36,18 @@ def _demo_gradcam(data:Path, out:Path) -> dict:
 # %% ../nbs/12a_demo.ipynb #9ca44190
 @delegates(train_mrnet, but=['data', 'out', 'arch', 'in_chans', 'epochs', 'bs', 'lr', 'seed'])
 def mrnet_demo(out=None, # Folder for the data, model and report (default: `~/.kneeai/demo`)
-               n_train:int=160, n_valid:int=40, # Synthetic exams
+               n_train:int=160, # Synthetic training exams (`train`, of which `valid_pct` are held out for model selection)
+               n_valid:int=40, # Synthetic test exams (`valid`, as in MRNet)
                size:int=64, # Slice side in pixels
-               epochs:int=12, bs:int=8, lr:float=3e-3, seed:int=0, # Training, and the seed of the data and the training
+               epochs:int=12, # Training epochs
+               bs:int=8, # Exams per batch
+               lr:float=3e-3, # Maximum learning rate (one cycle)
+               seed:int=0, # Seed of the data and of the training
                difficulty:str|float='default', # Lesion size and contrast of the synthetic exams
                arch:str='small_cnn', # Backbone: the small from-scratch CNN learns quickly on the CPU
                progress:bool=True, # Progress bars (or one line per epoch where no one watches)
                **kwargs, # Passed to `kneeai.train.train_mrnet` (e.g. device, n_boot)
-              ) -> dict:
+              ) -> dict: # `train_mrnet`'s results, plus `data`, the example exam, its labels and GradCAM, and `seconds`
     "Make a synthetic MRNet set, train a `TripleMRNet` on it, and write the model, its report and one exam's GradCAM to `out`"
     out = Path(ifnone(out, kneeai_home()/'demo'))
     t0 = time.perf_counter()
