@@ -7,7 +7,6 @@ Modules:
 - `kneeai.cli`: The `kneeai` command: one entry point whose subcommands (train, predict, preprocess, synth, demo, app) call the same functions a notebook would.
 - `kneeai.interpret`: GradCAM and GradCAM++ for MRNet volumes and 2-D radiograph models: a heatmap for every slice, the slices that drive the prediction ranked, overlays, and checks that the maps point at the lesion.
 - `kneeai.pretrain`: Metadata pretraining from DICOM tags and self-supervised (SimCLR) pretraining on unlabelled images, and the transfer of the pretrained body into kneeai's radiograph and MRNet learners.
-- `kneeai.radiographs`: DataLoaders for DICOM knee radiographs and image studies (fracture, Schatzker, multi-label and Kellgren–Lawrence tasks), patient-grouped splits, radiograph classifiers, their learner, metrics and report, training recipe and prediction.
 - `kneeai.semisup`: MixMatch and FixMatch as fastai callbacks that learn from an unlabelled DataLoader alongside the labelled one, an EMA of the weights for evaluation, and a label-efficiency comparison of kneeai's ways to learn from few labels."""
 
 __version__ = "0.1.0"

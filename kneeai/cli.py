@@ -12,11 +12,11 @@ from pathlib import Path
 import kneeai
 from .core import KneeaiError, DataError, DicomError, ModelError, atomic_write, device_info
 from .dicom import dicom_meta, deidentify, dicom_files
-from .preprocess import preprocess_folder
+from .preprocess import preprocess_folder, OUTPUT_FORMATS
 from .synthetic import synth_mrnet
 from .synthetic_radiographs import synth_radiographs, synth_mura
 from .radiographs import RADIOGRAPH_TASKS
-from .sampling import _SINGLE, _MULTI
+from .sampling import LOSS_KINDS, REBALANCE_KINDS
 from .metrics import format_report
 from .learner import Predictor
 from .train import train_mrnet
@@ -158,7 +158,7 @@ def _add_preprocess(sub):
     p.add_argument('src', type=Path, help='folder of DICOM files (searched recursively; never modified)')
     p.add_argument('dest', type=Path, help='output folder')
     _opt(p, d, 'size', type=int, help='side of the square output images (default: %(default)s)')
-    _opt(p, d, 'fmt', '--format', choices=('png', 'npy'), help='16-bit PNG or uint16 .npy (default: %(default)s)')
+    _opt(p, d, 'fmt', '--format', choices=OUTPUT_FORMATS, help='16-bit PNG or uint16 .npy (default: %(default)s)')
     _opt(p, d, 'n_workers', '--workers', type=int, help='processes (default: one per CPU; 0: no parallelism)')
     _opt(p, d, 'clip_limit', type=float, help='CLAHE clip limit (default: %(default)s)')
     _opt(p, d, 'clip_limit', '--no-clahe', action='store_const', const=None, help='no CLAHE')
@@ -236,8 +236,8 @@ def _add_train_radiographs(kinds):
     _opt(r, d, 'size', type=int, help='side of the square network input (default: %(default)s)')
     _opt(r, d, 'prep', '--no-prep', action='store_false', help='DICOM: no knee crop, cleaning or CLAHE, only percentile scaling')
     _opt(r, d, 'clahe', type=float, help='CLAHE clip limit applied to every batch (e.g. 0.01; default: none)')
-    _opt(r, d, 'loss', choices=('coral', *_SINGLE, *_MULTI), help='default: cross-entropy (BCE for multilabel); coral: ordinal head for schatzker/kl')
-    _opt(r, d, 'sampler', choices=('batch', 'weighted'), help='rebalance the training batches (default: none)')
+    _opt(r, d, 'loss', choices=('coral', *LOSS_KINDS), help='default: cross-entropy (BCE for multilabel); coral: ordinal head for schatzker/kl')
+    _opt(r, d, 'sampler', choices=REBALANCE_KINDS, help='rebalance the training batches (default: none)')
     _opt(r, d, 'test_pct', type=float, help="part of the patients held out for the report, unless a 'split' column names test rows (default: %(default)s)")
     _fit_options(r, d)
     r.set_defaults(func=_train_radiographs)

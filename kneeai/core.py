@@ -6,7 +6,9 @@ Docs: https://kneeai.github.io/kneeai/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #b9befee1
 from __future__ import annotations
-import os, random, tempfile, contextlib
+import os, random, tempfile, contextlib, warnings
+# fastai and kornia call torch.jit.script on import, which torch 2.x reports as deprecated on every kneeai command: not ours to fix
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 from pathlib import Path
 import numpy as np, torch
 from fastai.torch_core import set_seed as _fastai_set_seed, default_device

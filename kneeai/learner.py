@@ -10,6 +10,7 @@ import contextlib, json, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
+import safetensors, safetensors.torch
 from fastai.basics import *
 from fastai.callback.all import *
 from fastai.callback.fp16 import AMPMode
@@ -19,7 +20,7 @@ import kneeai
 from .core import KneeaiError, DataError, ModelError, atomic_write, get_device
 from .volumes import exams_df, exams_dl, mrnet_test_dl
 from .radiographs import load_radiograph
-from .models import TripleMRNet, model_from_config, model_kind, model_inputs, output_probs, output_names
+from .models import TripleMRNet, save_weights, model_from_config, model_kind, model_inputs, output_probs, output_names
 from .metrics import auc_metrics, report_markdown
 
 # %% auto #0
@@ -94,11 +95,12 @@ class EpochLog(Callback):
         print('  '.join(parts + [f'time {format_time(time.time() - self.t0)}']), flush=True)
     def after_fit(self): self.learn.logger = self.old_logger
 
-# %% ../nbs/09_learner.ipynb #3d2feb68
+# %% ../nbs/09_learner.ipynb #f6c6a6df
 def interactive() -> bool:
     "Whether someone watches the output: a notebook, or standard output on a terminal"
     return bool(IN_NOTEBOOK or (hasattr(sys.stdout, 'isatty') and sys.stdout.isatty()))
 
+# %% ../nbs/09_learner.ipynb #4ae78998
 @contextlib.contextmanager
 def progress_ctx(learn:Learner, # The learner about to fit or predict
                  progress:bool=True, # False: no bar and no epoch lines
@@ -170,12 +172,10 @@ def save_model(learn:Learner, # A trained learner with a `model_config` (from `m
                **extra, # More JSON-serialisable entries for the config (e.g. the report's figures)
               ) -> Path:
     "Save `learn`'s model as safetensors plus a JSON config that `load_model` rebuilds it from"
-    from safetensors.torch import save
     path = Path(path)
     cfg = dict(kneeai_version=kneeai.__version__, model=learn.model_config, data=learn.dls.data_config,
                thresholds=getattr(learn, 'thresholds', None), **extra)
-    state = {k: v.detach().cpu().contiguous() for k,v in learn.model.state_dict().items()}
-    with atomic_write(path/WEIGHTS_NAME) as f: f.write(save(state))
+    save_weights(learn.model, path/WEIGHTS_NAME)
     with atomic_write(path/CONFIG_NAME, 'w') as f: json.dump(cfg, f, indent=2)
     return path
 
@@ -201,8 +201,6 @@ def load_model(path, # A folder from `save_model` (or a fastai `export.pkl` with
                trust_pickle:bool=False, # Allow unpickling an `export.pkl`: only for files you made or trust
               ) -> tuple[nn.Module, dict]:
     "The model in evaluation mode and its config, from safetensors + JSON; pickles only if trusted"
-    from safetensors.torch import load_file
-    from safetensors import SafetensorError
     path,device = Path(path).expanduser(),get_device(device)
     if not path.exists(): raise ModelError(path, 'no such model folder', hint='train one with `kneeai train` or `kneeai demo`')
     pkl = path if path.suffix == '.pkl' else path/'export.pkl'
@@ -214,8 +212,8 @@ def load_model(path, # A folder from `save_model` (or a fastai `export.pkl` with
     if not isinstance(cfg, dict) or not isinstance(cfg.get('data'), dict):
         raise ModelError(path/CONFIG_NAME, 'not a kneeai model config (no data entry)', hint='point to a folder written by save_model')
     model = model_from_config(cfg.get('model') or {}, meta=True)
-    try: state = load_file(path/WEIGHTS_NAME, device=str(device) if device.type != 'mps' else 'cpu')
-    except (FileNotFoundError, SafetensorError, OSError) as e: raise ModelError(path/WEIGHTS_NAME, f'cannot read the weights ({e})') from None
+    try: state = safetensors.torch.load_file(path/WEIGHTS_NAME, device=str(device) if device.type != 'mps' else 'cpu')
+    except (FileNotFoundError, safetensors.SafetensorError, OSError) as e: raise ModelError(path/WEIGHTS_NAME, f'cannot read the weights ({e})') from None
     return _weights_into(model, state, path/WEIGHTS_NAME).to(device).eval(), cfg
 
 # %% ../nbs/09_learner.ipynb #2c395103
@@ -333,7 +331,7 @@ def predict_images(self:Predictor, images, # DICOM or image files, or 2-D arrays
         except KneeaiError as e: errors[n] = str(e)
     return _with_errors(self.image_probs(xs, bs), names, errors, 'file')
 
-# %% ../nbs/09_learner.ipynb #f0c0e931
+# %% ../nbs/09_learner.ipynb #26f84d75
 @delegates(Predictor.predict_exams)
 def predict_exams(model_dir, # A folder from `save_model` holding an MRNet model
                   exams, # Exam folders (or mappings plane -> array)
@@ -342,6 +340,7 @@ def predict_exams(model_dir, # A folder from `save_model` holding an MRNet model
     "`Predictor.predict_exams` of a model folder, loaded for this call"
     return Predictor.load(model_dir, device).predict_exams(exams, **kwargs)
 
+# %% ../nbs/09_learner.ipynb #ca5a33bb
 @delegates(Predictor.predict_split)
 def predict_split(model_dir, # A folder from `save_model` holding an MRNet model
                   data, # An MRNet folder
@@ -350,6 +349,7 @@ def predict_split(model_dir, # A folder from `save_model` holding an MRNet model
     "`Predictor.predict_split` of a model folder, loaded for this call"
     return Predictor.load(model_dir, device).predict_split(data, split, **kwargs)
 
+# %% ../nbs/09_learner.ipynb #6d4c164c
 @delegates(Predictor.predict_images)
 def predict_images(model_dir, # A folder from `save_model` holding a radiograph model
                    images, # DICOM or image files, or 2-D arrays

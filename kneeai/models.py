@@ -11,18 +11,19 @@ from pathlib import Path
 from urllib.parse import urlparse
 import numpy as np, torch, torchvision
 from torch import nn
+import safetensors.torch
 import torch.nn.functional as F
 from fastai.torch_core import Module, params
 from fastcore.basics import store_attr
 from fastcore.foundation import L
-from .core import PLANES, MRNET_TASKS, ModelError, DataError
+from .core import PLANES, MRNET_TASKS, ModelError, DataError, atomic_write
 
 # %% auto #0
-__all__ = ['BODY_KIND', 'MODEL_KINDS', 'tv_archs', 'tv_weights_file', 'fold_gray', 'small_cnn', 'body_file', 'n_features',
-           'create_backbone', 'last_conv', 'slice_mask', 'pack_slices', 'max_over_slices', 'SliceEncoder', 'MRNet',
-           'TripleMRNet', 'mrnet_splitter', 'register_model_kind', 'model_kind', 'model_inputs', 'model_from_config',
-           'CoralHead', 'coral_probs', 'CoralLoss', 'RadiographNet', 'radiograph_splitter', 'output_probs',
-           'output_names', 'PlaneStacker']
+__all__ = ['BODY_KIND', 'MODEL_KINDS', 'tv_archs', 'tv_weights_file', 'fold_gray', 'small_cnn', 'save_weights', 'body_file',
+           'n_features', 'create_backbone', 'last_conv', 'slice_mask', 'pack_slices', 'max_over_slices', 'SliceEncoder',
+           'MRNet', 'TripleMRNet', 'mrnet_splitter', 'register_model_kind', 'model_kind', 'model_inputs',
+           'model_from_config', 'CoralHead', 'coral_probs', 'CoralLoss', 'RadiographNet', 'radiograph_splitter',
+           'output_probs', 'output_names', 'PlaneStacker']
 
 # %% ../nbs/07_models.ipynb #34ff5c95
 def _tv_cut(arch:str):
@@ -72,8 +73,7 @@ def _load_state(fn) -> dict:
     if not fn.is_file(): raise ModelError(fn, 'weight file not found', hint='pass pretrained=True, False, or the path of an existing weight file')
     try:
         if fn.suffix == '.safetensors':
-            from safetensors.torch import load_file
-            return load_file(str(fn))
+            return safetensors.torch.load_file(str(fn))
         sd = torch.load(fn, map_location='cpu', weights_only=True)
     except Exception as e: raise ModelError(fn, f'not a readable weight file ({type(e).__name__}: {e})') from None
     return sd.get('state_dict', sd.get('model', sd)) if isinstance(sd, dict) else sd
@@ -150,6 +150,15 @@ def small_cnn(in_chans:int=1, # Input channels
     return nn.Sequential(*[nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True), nn.MaxPool2d(2))
                            for i,o in zip(chans[:-1], chans[1:])])
 
+# %% ../nbs/07_models.ipynb #db32f580
+def save_weights(m:nn.Module, # A model or a body
+                 fn, # The `.safetensors` file to write
+                ) -> Path:
+    "Write `m`'s parameters and buffers to `fn` as safetensors, atomically"
+    state = {k: v.detach().cpu().contiguous() for k,v in m.state_dict().items()}
+    with atomic_write(fn) as f: f.write(safetensors.torch.save(state))
+    return Path(fn)
+
 # %% ../nbs/07_models.ipynb #2dd14d35
 BODY_KIND = 'kneeai-body' # The `kind` in the JSON file that `save_body` writes beside a body's weights
 
@@ -163,13 +172,12 @@ def _is_body_file(pretrained) -> bool:
 def body_file(fn # A body's weight file (`.safetensors`) written by `kneeai.pretrain.save_body`
              ) -> tuple[dict, dict]:
     "The config and the state dict of a saved body"
-    from safetensors.torch import load_file
     fn = Path(fn).with_suffix('.safetensors')
     if not fn.exists(): raise ModelError(fn, 'no such body weight file', hint='write one with save_body')
     try: cfg = json.loads(fn.with_suffix('.json').read_text())
     except (OSError, ValueError) as e: raise ModelError(fn.with_suffix('.json'), f'cannot read the body config ({e})') from None
     if not isinstance(cfg, dict) or cfg.get('kind') != BODY_KIND: raise ModelError(fn.with_suffix('.json'), 'not the config of a body saved by save_body')
-    try: return cfg, load_file(str(fn))
+    try: return cfg, safetensors.torch.load_file(str(fn))
     except Exception as e: raise ModelError(fn, f'cannot read the body weights ({type(e).__name__}: {e})') from None
 
 # %% ../nbs/07_models.ipynb #66a13590

@@ -21,10 +21,10 @@ from .core import KneeaiError, DicomError, DataError, atomic_write
 from .dicom import dcm2float, dicom_files
 
 # %% auto #0
-__all__ = ['WORK_SIZE', 'KNEE_SCALE', 'MANIFEST_COLUMNS', 'IMAGE_BITS', 'working_image', 'exposed_field', 'body_mask',
-           'percentile_norm', 'clean_background', 'kornia_clahe_args', 'clahe', 'clahe_batch', 'CLAHE', 'knee_geometry',
-           'knee_box', 'crop_box', 'box_iou', 'box_contains', 'knee_box_scores', 'preprocess_radiograph', 'output_name',
-           'save_image', 'image01', 'load_image', 'preprocess_folder']
+__all__ = ['WORK_SIZE', 'KNEE_SCALE', 'MANIFEST_COLUMNS', 'IMAGE_BITS', 'OUTPUT_FORMATS', 'working_image', 'exposed_field',
+           'body_mask', 'percentile_norm', 'clean_background', 'kornia_clahe_args', 'clahe', 'clahe_batch', 'CLAHE',
+           'knee_geometry', 'knee_box', 'crop_box', 'box_iou', 'box_contains', 'knee_box_scores',
+           'preprocess_radiograph', 'output_name', 'save_image', 'image01', 'load_image', 'preprocess_folder']
 
 # %% ../nbs/02_preprocess.ipynb #d59e1aaf
 WORK_SIZE = 256 # Longest side of the reduced image on which field, body and knee are found
@@ -396,6 +396,8 @@ def load_image(fn, # A gray image file: `.npy`, or anything PIL opens (PNG, TIFF
     return image01(a, fn, bits)
 
 # %% ../nbs/02_preprocess.ipynb #c769c925
+OUTPUT_FORMATS = ('png', 'npy') # What `preprocess_folder` writes: 16-bit PNG or uint16 .npy
+
 def _prep_one(fn, src, dest, fmt, kw):
     "Preprocess one file for `preprocess_folder`: its manifest row"
     rel = Path(fn).relative_to(src); out = output_name(rel, fmt)
@@ -436,7 +438,7 @@ def preprocess_folder(src, # Folder of DICOM files (searched recursively; never 
     "Preprocess every DICOM file under `src` into `dest` in parallel; returns the manifest (also `dest/manifest.csv`)"
     src,dest = Path(src),Path(dest)
     if not src.is_dir(): raise DataError(src, 'is not a folder', hint='pass the folder that holds the DICOM files')
-    if fmt not in ('png', 'npy'): raise DataError(None, f"format must be 'png' or 'npy', not {fmt!r}")
+    if fmt not in OUTPUT_FORMATS: raise DataError(None, f"format must be 'png' or 'npy', not {fmt!r}")
     if not (isinstance(size, (int, np.integer)) and 16 <= size <= 8192): raise DataError(None, f'size must be an integer from 16 to 8192, not {size!r}')
     if dest.exists() and not dest.is_dir(): raise DataError(dest, 'exists and is not a folder')
     kw = dict(size=int(size), crop=bool(crop), clean=bool(clean), clip_limit=clip_limit)

@@ -13,7 +13,6 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 import torch.nn.functional as F
 import kornia.augmentation as K
-import safetensors.torch
 from fastai.basics import *
 from fastai.callback.all import *
 from fastai.vision.core import TensorImageBW
@@ -22,7 +21,7 @@ from fastai.data.transforms import Normalize
 from .core import PLANES, DataError, ModelError, atomic_write
 from .volumes import MRNET_MEAN, MRNET_STD, NormalizeVolume
 from .radiographs import RadiographBlock, GRAY_STATS
-from .models import create_backbone, body_file, BODY_KIND, RadiographNet, radiograph_splitter
+from .models import create_backbone, body_file, save_weights, BODY_KIND, RadiographNet, radiograph_splitter
 
 # %% auto #0
 __all__ = ['VIEW_CLASSES', 'LATERALITY_CLASSES', 'METADATA_TARGETS', 'metadata_targets', 'metadata_dls', 'MultiTargetLoss',
@@ -175,8 +174,7 @@ def save_body(body:nn.Module|Learner, # A backbone, or a learner whose model has
     arch,in_chans = ifnone(arch, cfg.get('arch')),ifnone(in_chans, cfg.get('in_chans', getattr(body, 'in_chans', None)))
     if arch is None or in_chans is None: raise ModelError(fn, 'save_body needs the architecture and input channels', hint='pass arch= and in_chans=')
     fn = Path(fn).with_suffix('.safetensors')
-    state = {k: v.detach().cpu().contiguous() for k,v in body.state_dict().items()}
-    with atomic_write(fn) as f: f.write(safetensors.torch.save(state))
+    save_weights(body, fn)
     with atomic_write(fn.with_suffix('.json'), 'w') as f: json.dump(dict(kind=BODY_KIND, arch=arch, in_chans=in_chans, **extra), f, indent=1)
     return fn
 

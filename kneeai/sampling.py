@@ -18,9 +18,10 @@ from fastai.losses import BaseLoss, CrossEntropyLossFlat, BCEWithLogitsLossFlat,
 from .core import DataError, ModelError
 
 # %% auto #0
-__all__ = ['label_matrix', 'class_counts', 'dataset_labels', 'train_labels', 'n_balanced_batches', 'balanced_batches',
-           'BalancedDL', 'ClassWeightedDL', 'example_weights', 'rebalance', 'class_weights', 'pos_weights',
-           'ClassFocalLoss', 'WeightedFocalLossFlat', 'make_loss', 'prior_bias', 'init_prior_bias']
+__all__ = ['REBALANCE_KINDS', 'LOSS_KINDS', 'label_matrix', 'class_counts', 'dataset_labels', 'train_labels',
+           'n_balanced_batches', 'balanced_batches', 'BalancedDL', 'ClassWeightedDL', 'example_weights', 'rebalance',
+           'class_weights', 'pos_weights', 'ClassFocalLoss', 'WeightedFocalLossFlat', 'make_loss', 'prior_bias',
+           'init_prior_bias']
 
 # %% ../nbs/06_sampling.ipynb #0095ea70
 def label_matrix(y, # Labels: `(n,)` class indices, or `(n, n_labels)` 0/1 for multi-label
@@ -241,6 +242,8 @@ def example_weights(y, # Labels: `(n,)` class indices or `(n, n_labels)` 0/1
     return w/w.sum()
 
 # %% ../nbs/06_sampling.ipynb #dd9b8a59
+REBALANCE_KINDS = ('batch', 'weighted') # What `rebalance` can do: balanced batches, or fastai's `WeightedDL`
+
 def rebalance(dls:DataLoaders, # `DataLoaders` whose training loader is replaced (the input is not modified)
               how:str|None='batch', # 'batch': `BalancedDL`; 'weighted': `ClassWeightedDL` (fastai's `WeightedDL`); None: `dls` unchanged
               k:int=1, # For 'batch': examples (positives) of each class in every batch
@@ -250,7 +253,7 @@ def rebalance(dls:DataLoaders, # `DataLoaders` whose training loader is replaced
              ) -> DataLoaders:
     "New `DataLoaders` with the same validation loader(s) and a class-balanced training loader"
     if how is None: return dls
-    if how not in ('batch', 'weighted'): raise DataError(f'how={how!r}', 'unknown rebalancing', hint="use 'batch', 'weighted' or None")
+    if how not in REBALANCE_KINDS: raise DataError(f'how={how!r}', 'unknown rebalancing', hint="use 'batch', 'weighted' or None")
     y = train_labels(dls) if labels is None else np.asarray(labels)
     trn = dls.train
     if len(y) != len(trn.dataset): raise DataError('labels', f'{len(y)} labels for {len(trn.dataset)} training examples')
@@ -337,6 +340,7 @@ class WeightedFocalLossFlat(FocalLossFlat):
 
 # %% ../nbs/06_sampling.ipynb #099fcf19
 _SINGLE,_MULTI = ('ce', 'weighted_ce', 'focal', 'weighted_focal'),('bce', 'weighted_bce')
+LOSS_KINDS = _SINGLE + _MULTI # The losses `make_loss` builds: single-label, then multi-label
 
 def make_loss(dls=None, # `DataLoaders` whose training labels set the weights (or give `labels`)
               kind:str='ce', # 'ce', 'weighted_ce', 'focal', 'weighted_focal', 'bce' or 'weighted_bce'
