@@ -40,6 +40,20 @@ def _opt(p, d:dict, name:str, *flags, **kw):
     "Add to `p` the option feeding parameter `name` (flags: `--name-with-dashes` unless given), its default `d[name]`"
     return p.add_argument(*(flags or ('--' + name.replace('_', '-'),)), dest=name, default=d[name], **kw)
 
+_SHARED = dict( # options several subcommands have: parameter -> (flags, argparse keywords); one help text each
+    seed=((), dict(type=int, help='random seed: the same seed gives the same data and training (default: %(default)s)')),
+    device=((), dict(help="'cpu', 'cuda', ... (default: the best available)")),
+    progress=(('-q', '--quiet'), dict(action='store_false', help='no progress bars or epoch lines')),
+    epochs=((), dict(type=int, help='training epochs (default: %(default)s)')),
+    n_train=((), dict(type=int, help='synthetic training exams (default: %(default)s)')),
+    n_valid=((), dict(type=int, help='synthetic validation (test) exams (default: %(default)s)')),
+    difficulty=((), dict(help="lesion size and contrast of synthetic exams: 'easy', 'default', 'hard' or a number (default: %(default)s)")),
+)
+
+def _shared(p, d:dict, *names):
+    "Add to `p` the shared options `names` (see `_SHARED`), their defaults from `d`"
+    for n in names: flags,kw = _SHARED[n]; _opt(p, d, n, *flags, **kw)
+
 def _kwargs(args, f) -> dict:
     "The parsed options that are parameters of `f`"
     ps = inspect.signature(f).parameters
@@ -75,8 +89,7 @@ def _synth_parser(kinds, name, f, run, help):
     "The parser of one kind, with the options every kind has"
     p,d = kinds.add_parser(name, help=help),_defaults(f)
     p.add_argument('dest', type=Path, help='folder to write into')
-    _opt(p, d, 'seed', type=int, help='random seed: the same seed writes the same data (default: %(default)s)')
-    _opt(p, d, 'progress', '-q', '--quiet', action='store_false', help='no progress bar')
+    _shared(p, d, 'seed', 'progress')
     p.set_defaults(func=run)
     return p,d
 
@@ -85,10 +98,8 @@ def _add_synth(sub):
                        description='Write synthetic knee data in the layouts of the real data sets.')
     kinds = p.add_subparsers(title='kinds', dest='kind', metavar='KIND', required=True)
     m,d = _synth_parser(kinds, 'mrnet', synth_mrnet, _synth_mrnet, 'MRNet exams: <split>/<plane>/NNNN.npy and <split>-<task>.csv')
-    _opt(m, d, 'n_train', type=int, help='training exams (default: %(default)s)')
-    _opt(m, d, 'n_valid', type=int, help='validation (test) exams (default: %(default)s)')
+    _shared(m, d, 'n_train', 'n_valid', 'difficulty')
     _opt(m, d, 'size', type=int, help='slice height and width in pixels (default: %(default)s, as MRNet)')
-    _opt(m, d, 'difficulty', help="lesion size and contrast: 'easy', 'default', 'hard' or a number (default: %(default)s)")
     r,d = _synth_parser(kinds, 'radiographs', synth_radiographs, _synth_radiographs, 'DICOM knee radiographs with Schatzker fractures and labels.csv')
     _opt(r, d, 'n', type=int, help='images (default: %(default)s)')
     _opt(r, d, 'size', type=int, help='image side in pixels (default: %(default)s)')
@@ -181,16 +192,15 @@ def _fit_options(p, d:dict):
     _opt(p, d, 'pretrained', action='store_true', help='start from ImageNet weights (downloaded or cached)')
     _opt(p, d, 'mixed_precision', type=_mixed, metavar='{' + ','.join(_MIXED) + '}',
          help="auto: on CUDA GPUs; on: also bfloat16 autocast on CPUs with native bfloat16; off (default: auto)")
-    _opt(p, d, 'epochs', type=int, help='(default: %(default)s)')
+    _shared(p, d, 'epochs')
     _opt(p, d, 'bs', type=int, help='items per batch (default: %(default)s)')
     _opt(p, d, 'lr', type=float, help='maximum learning rate (default: %(default)s)')
     _opt(p, d, 'valid_pct', type=float, help='part of the training data held out to pick the best epoch (default: %(default)s)')
     _opt(p, d, 'patience', type=int, help='stop after this many epochs without improvement (default: never)')
     _opt(p, d, 'n_boot', type=int, help="bootstrap resamples for the report's intervals (default: %(default)s)")
-    _opt(p, d, 'seed', type=int, help='(default: %(default)s)')
-    _opt(p, d, 'device', help="'cpu', 'cuda', ... (default: the best available)")
+    _shared(p, d, 'seed', 'device')
     _opt(p, d, 'num_workers', '--workers', type=int, help='data loader processes')
-    _opt(p, d, 'progress', '-q', '--quiet', action='store_false', help='no progress bar or epoch lines')
+    _shared(p, d, 'progress')
 
 # %% ../nbs/13_cli.ipynb #f0643e2b
 def _train_mrnet(args):
@@ -268,7 +278,7 @@ def _add_predict(sub):
     p.add_argument('--data', type=Path, help='or: an MRNet folder, to predict every exam of --split')
     _opt(p, d, 'split', help="the split of --data (default: %(default)s)")
     p.add_argument('--csv', action='store_true', help='CSV with an id column and one column per task')
-    _opt(p, d, 'device', help="'cpu', 'cuda', ... (default: the best available)")
+    _shared(p, d, 'device')
     _opt(p, d, 'trust_pickle', action='store_true', help='allow a pickled fastai model (export.pkl): only one you made or trust')
     p.set_defaults(func=_predict)
 
@@ -286,15 +296,10 @@ def _add_demo(sub):
     p,d = sub.add_parser('demo', help='synthetic MRNet data, a trained model and its report, in a few minutes on a CPU',
                          description='Make a synthetic MRNet set, train a TripleMRNet on it and print the report.'),_defaults(mrnet_demo)
     _opt(p, d, 'out', type=Path, help='folder to write to (default: ~/.kneeai/demo)')
-    _opt(p, d, 'n_train', type=int, help='synthetic training exams (default: %(default)s)')
-    _opt(p, d, 'n_valid', type=int, help='synthetic test exams (default: %(default)s)')
+    _shared(p, d, 'n_train', 'n_valid', 'difficulty', 'epochs')
     _opt(p, d, 'size', type=int, help='slice side in pixels (default: %(default)s)')
-    _opt(p, d, 'epochs', type=int, help='training epochs (default: %(default)s)')
     _opt(p, d, 'arch', help="backbone (default: %(default)s, quick on a CPU; 'alexnet' as in the MRNet paper)")
-    _opt(p, d, 'difficulty', help="lesion size and contrast: 'easy', 'default', 'hard' or a number (default: %(default)s)")
-    _opt(p, d, 'seed', type=int, help='seed of the data and the training (default: %(default)s)')
-    _opt(p, d, 'device', help="'cpu', 'cuda', ... (default: the best available)")
-    _opt(p, d, 'progress', '-q', '--quiet', action='store_false', help='no progress bars')
+    _shared(p, d, 'seed', 'device', 'progress')
     p.set_defaults(func=_demo)
 
 # %% ../nbs/13_cli.ipynb #b0c0d007
@@ -375,7 +380,7 @@ def _add_explain(sub):
          help='comma-separated tasks to explain (default: every task); radiographs: classes (default: the most probable)')
     _opt(p, d, 'method', choices=CAM_METHODS, help='GradCAM or GradCAM++ (default: %(default)s)')
     _opt(p, d, 'k', '--top', type=int, help='slices per plane to write (default: %(default)s)')
-    _opt(p, d, 'device', help="'cpu', 'cuda', ... (default: the best available)")
+    _shared(p, d, 'device')
     p.set_defaults(func=_explain)
 
 # %% ../nbs/13_cli.ipynb #e5ed01ce
