@@ -86,18 +86,20 @@ def exam_features(model:nn.Module, # A `TripleMRNet`
             if len(b) > n_in: ys.append(b[n_in].float().cpu())
     return torch.cat(fs), (torch.cat(ys) if ys else None)
 
+# %% ../nbs/09b_train.ipynb #c4a2034a
 def fit_head_cached(learn:Learner, # From `mrnet_learner`; its backbones are not trained
                     n_epoch:int, # Epochs of head training
                     lr:float=1e-3, # Maximum learning rate of the one-cycle schedule
-                    bs:int=64, # Exams per batch of cached features
+                    bs:int=64, # Exams per batch of cached features (fewer training exams: one batch of all)
+                    progress:bool=True, # See `kneeai.learner.progress_ctx`
                    ) -> Learner:
     "Train only `learn.model.head`, by `fit_one_cycle` on features computed once per exam (no augmentation)"
     model,dls = learn.model,learn.dls
     train_dl = dls.train.new(shuffle=False, drop_last=False, after_batch=[t for t in dls.train.after_batch if getattr(t, 'split_idx', None) != 0])
     (xt,yt),(xv,yv) = exam_features(model, train_dl),exam_features(model, dls.valid)
-    fdls = DataLoaders.from_dsets(TensorDataset(xt, yt), TensorDataset(xv, yv), bs=bs, device=dls.device)
+    fdls = DataLoaders.from_dsets(TensorDataset(xt, yt), TensorDataset(xv, yv), bs=min(bs, len(xt)), device=dls.device)
     hl = Learner(fdls, model.head, loss_func=learn.loss_func, metrics=auc_metrics(dls.data_config['tasks']))
-    hl.fit_one_cycle(n_epoch, lr)
+    with progress_ctx(hl, progress): hl.fit_one_cycle(n_epoch, lr)
     learn.head_history = hl.recorder
     return learn
 
