@@ -18,7 +18,7 @@ from .volumes import ConfigDataLoaders
 from .sampling import make_loss, rebalance, init_prior_bias
 from .models import RadiographNet, CoralLoss, radiograph_splitter
 from .metrics import radiograph_metrics, radiograph_report, plot_class_confusion
-from .learner import training_callbacks, fit_recipe, write_report, save_model
+from .learner import training_callbacks, progress_ctx, fit_recipe, write_report, save_model
 
 # %% auto #0
 __all__ = ['radiograph_loss', 'radiograph_learner', 'train_radiographs', 'study_probs']
@@ -92,6 +92,7 @@ def _read_table(data) -> tuple[pd.DataFrame, Path]:
     try: return pd.read_csv(data), data.parent
     except Exception as e: raise DataError(data, f'not a readable CSV file ({type(e).__name__}: {e})') from None
 
+# %% ../nbs/09c_radiograph_train.ipynb #29b5628b
 def _test_mask(df, test_pct, seed, patient_col, label_cols) -> np.ndarray:
     "The test images: rows whose `split` is 'test', else a patient-grouped share `test_pct` (0: none)"
     if 'split' in df.columns and (df['split'] == 'test').any(): return (df['split'] == 'test').to_numpy()
@@ -102,7 +103,7 @@ def _test_mask(df, test_pct, seed, patient_col, label_cols) -> np.ndarray:
 def _write_test_outputs(learn, tst:pd.DataFrame, out:Path, label_cols, patient_col, n_boot:int, seed:int) -> dict:
     "Predict the test images, write the report, the confusion matrix and `test_predictions.csv`"
     cfg = learn.dls.data_config
-    probs,targs = learn.get_preds(dl=learn.dls.test_dl(tst, with_labels=True))
+    with progress_ctx(learn, False): probs,targs = learn.get_preds(dl=learn.dls.test_dl(tst, with_labels=True))
     ml = cfg['task'] == 'multilabel'
     rep = radiograph_report(targs.numpy(), probs.numpy(), cfg['classes'], cfg['ordinal'], ml, n_boot=n_boot, seed=seed)
     fig = None if ml else plot_class_confusion(targs.numpy(), probs.numpy(), cfg['classes'], title=f"{cfg['task']}: test split").figure
