@@ -24,9 +24,10 @@ from .models import TripleMRNet, save_weights, model_from_config, model_kind, mo
 from .metrics import auc_metrics, report_markdown
 
 # %% auto #0
-__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'CSVLog', 'SaveBestModel', 'cpu_bf16_native', 'CPUMixedPrecision', 'amp_callback',
-           'EpochLog', 'interactive', 'progress_ctx', 'training_callbacks', 'fit_recipe', 'write_report', 'save_model',
-           'load_model', 'predict_probs', 'Predictor', 'predict_exams', 'predict_split', 'predict_images']
+__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'CSVLog', 'SaveBestModel', 'EarlyStopping', 'cpu_bf16_native', 'CPUMixedPrecision',
+           'amp_callback', 'EpochLog', 'interactive', 'progress_ctx', 'training_callbacks', 'fit_recipe',
+           'write_report', 'save_model', 'load_model', 'predict_probs', 'Predictor', 'predict_exams', 'predict_split',
+           'predict_images']
 
 # %% ../nbs/09_learner.ipynb #8301a3ce
 class CSVLog(CSVLogger):
@@ -34,7 +35,15 @@ class CSVLog(CSVLogger):
     def __getstate__(self): return {k: v for k,v in self.__dict__.items() if k != 'file'}
 
 # %% ../nbs/09_learner.ipynb #502b688c
-class SaveBestModel(SaveModelCallback):
+class _CompleteEpochs:
+    "For fastai's tracker callbacks: an epoch cut short (`ShortEpochCallback`, a cancelled loop) is not compared"
+    def after_epoch(self):
+        if getattr(self.recorder, 'cancel_train', False) or getattr(self.recorder, 'cancel_valid', False):
+            self.new_best = False  # its recorded values leave out what was cut, so they do not line up with the metric names
+            return
+        super().after_epoch()
+
+class SaveBestModel(_CompleteEpochs, SaveModelCallback):
     "fastai's `SaveModelCallback` that loads only a checkpoint this fit saved, and keeps the last weights (with a warning) otherwise"
     def before_fit(self):
         self.saved = False
@@ -42,13 +51,13 @@ class SaveBestModel(SaveModelCallback):
     def _save(self, name):
         super()._save(name)
         self.saved = True
-    def after_epoch(self):
-        vals = self.recorder.values
-        if not vals or len(vals[-1]) <= self.idx: return  # no validation this epoch (e.g. `ShortEpochCallback`)
-        super().after_epoch()
     def after_fit(self, **kwargs):
         if self.saved: return super().after_fit(**kwargs)
-        warn(f'{self.monitor} was never a number in this fit (a tuning split with one class per task?): keeping the last weights')
+        warn(f'{self.monitor} was never a number in a complete epoch of this fit (a tuning split with one class per task, or epochs cut short?): keeping the last weights')
+
+# %% ../nbs/09_learner.ipynb #6722994e
+class EarlyStopping(_CompleteEpochs, EarlyStoppingCallback):
+    "fastai's `EarlyStoppingCallback` that does not compare epochs cut short"
 
 # %% ../nbs/09_learner.ipynb #e1b556f0
 def cpu_bf16_native() -> bool:
@@ -125,7 +134,7 @@ def training_callbacks(device=None, # Where the model trains (for mixed precisio
     "The callbacks of a kneeai learner: `SaveBestModel`, early stopping, `CSVLog`, TensorBoard and mixed precision"
     comp = np.less if 'loss' in monitor else np.greater
     cbs = [SaveBestModel(monitor=monitor, comp=comp, fname=fname)]
-    if patience is not None: cbs.append(EarlyStoppingCallback(monitor=monitor, comp=comp, patience=patience))
+    if patience is not None: cbs.append(EarlyStopping(monitor=monitor, comp=comp, patience=patience))
     if csv_log: cbs.append(CSVLog('history.csv'))
     if tensorboard:
         try: from fastai.callback.tensorboard import TensorBoardCallback
