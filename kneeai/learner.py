@@ -38,7 +38,10 @@ class CSVLog(CSVLogger):
 class _CompleteEpochs:
     "For fastai's tracker callbacks: an epoch cut short (`ShortEpochCallback`, a cancelled loop) is not compared"
     def after_epoch(self):
-        if getattr(self.recorder, 'cancel_train', False) or getattr(self.recorder, 'cancel_valid', False):
+        r = self.recorder
+        cut = getattr(r, 'cancel_train', False) or getattr(r, 'cancel_valid', False)
+        n = len(r.metric_names) - 1 - bool(r.add_time)  # a complete epoch's values: all the names but 'epoch' and 'time'
+        if cut or not r.values or len(r.values[-1]) != n:
             self.new_best = False  # its recorded values leave out what was cut, so they do not line up with the metric names
             return
         super().after_epoch()
