@@ -34,7 +34,7 @@ e2e-deps:
 nbtest:
 	@if $(BIN)/python -c 'import sys; from kneeai.core import reference_data; sys.exit(any(reference_data(d) is None for d in ("mrnet-samples", "knee-kl")))' 2>/dev/null; then \
 	  flags=refdata; echo "reference data found: running the cells marked #| refdata"; \
-	else flags=; echo "reference data (shared/data/mrnet-samples, knee-kl) not found: skipping the cells marked #| refdata in $$(grep -l '#| refdata' nbs/*.ipynb nbs/tutorials/*.ipynb | xargs -n1 basename | tr '\n' ' ')"; fi; \
+	else flags=; echo "reference data (shared/data/mrnet-samples, knee-kl) not found: skipping the cells marked #| refdata in $$(grep -l '"#| refdata' nbs/*.ipynb nbs/tutorials/*.ipynb | xargs -n1 basename | tr '\n' ' ')"; fi; \
 	$(BIN)/nbdev-test --n-workers 2 --timing --flags "$$flags"
 
 pytest:
