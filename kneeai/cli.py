@@ -7,7 +7,7 @@ Docs: https://kneeai.github.io/kneeai/cli.html.md"""
 
 # %% ../nbs/13_cli.ipynb #c5d56205
 from __future__ import annotations
-import argparse, importlib.util, inspect, json, math, os, subprocess, sys
+import argparse, importlib.util, inspect, json, math, os, sys
 from pathlib import Path
 import kneeai
 from .core import KneeaiError, DataError, DicomError, ModelError, atomic_write, device_info
@@ -344,9 +344,9 @@ def _app(args):
     env = dict(os.environ)
     env.setdefault('STREAMLIT_BROWSER_GATHER_USAGE_STATS', 'false')
     env.setdefault('STREAMLIT_CLIENT_TOOLBAR_MODE', 'minimal')  # no developer menu or deploy button for the user
-    try: rc = subprocess.call(_app_command(args), env=env)
-    except KeyboardInterrupt: rc = 0
-    if rc: raise SystemExit(rc)
+    cmd = _app_command(args)
+    sys.stdout.flush(); sys.stderr.flush()
+    os.execve(cmd[0], cmd, env)  # the server replaces this process: same PID, so SIGTERM/SIGINT from a supervisor reach it
 
 def _add_app(sub):
     p = sub.add_parser('app', help='the web app: upload an exam or radiographs, see probabilities and GradCAM',

@@ -1,5 +1,5 @@
 "End-to-end tests of the installed `kneeai` command (the console script, run as a user would run it)."
-import json, shutil
+import json, os, shutil
 from pathlib import Path
 import pytest
 import kneeai
@@ -91,10 +91,9 @@ def test_dicom_meta_error_names_the_files(tmp_path):
 
 def test_app_passes_streamlit_options_and_refuses_typos(tmp_path, monkeypatch):
     "Streamlit's `--section.name` options go to `streamlit run`; an option neither kneeai nor Streamlit has is a usage error"
-    import subprocess
     from kneeai.cli import main
     calls = []
-    monkeypatch.setattr(subprocess, 'call', lambda cmd, **kw: calls.append(cmd) or 0)
+    monkeypatch.setattr(os, 'execve', lambda path, cmd, env: calls.append(cmd))  # `kneeai app` becomes the server
     assert main(['app', '--model', str(tmp_path), '--server.port', '8502', '--server.headless=true', '--max-upload-mb', '5']) == 0
     cmd = calls[-1]
     assert cmd[cmd.index('run') + 2:cmd.index('--')] == ['--server.port', '8502', '--server.headless=true', '--server.maxUploadSize', '5']
