@@ -167,7 +167,7 @@ def _exam_cams(model, volumes:dict, cfg:dict, tasks:list, method:str='gradcam', 
     ts = [_target_index(t, names, n_out) for t in tasks]
     planes = tuple(data['planes'])
     if not isinstance(volumes, dict): raise VolumeError(type(volumes).__name__, 'volumes must be a dict plane -> array (slices, height, width)')
-    vs = exam_tensors(volumes, planes, size=data.get('size'), mean=data['mean'], std=data['std'], device=next(model.parameters()).device)
+    vs = exam_tensors(volumes, device=next(model.parameters()).device, **data)
     xs = {p: v[0] for p,v in zip(planes, vs)}  # the prepared volumes of `kneeai.volumes`, without the batch dimension
     out = []
     for t,r in zip(ts, _volume_cams(model, xs, ts, method, through_max, layer)):

@@ -14,14 +14,13 @@ import safetensors, safetensors.torch
 from fastai.basics import *
 from fastai.callback.all import *
 from fastai.callback.fp16 import AMPMode
-from fastai.callback.progress import ProgressCallback
-from fastprogress.fastprogress import IN_NOTEBOOK, format_time
+from fastprogress.fastprogress import IN_NOTEBOOK
 import kneeai
 from .core import KneeaiError, DataError, ModelError, atomic_write, get_device
-from .volumes import exams_df, exams_dl, mrnet_test_dl
+from .volumes import exams_df, volume_dl, mrnet_test_dl
 from .radiographs import load_radiograph
-from .models import TripleMRNet, save_weights, model_from_config, model_kind, model_inputs, output_probs, output_names
-from .metrics import auc_metrics, report_markdown
+from .models import save_weights, model_from_config, model_kind, model_inputs, output_probs, output_names
+from .metrics import report_markdown
 
 # %% auto #0
 __all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'CSVLog', 'SaveBestModel', 'EarlyStopping', 'cpu_bf16_native', 'CPUMixedPrecision',
@@ -96,15 +95,11 @@ def amp_callback(device:torch.device, # Where the model trains
 class EpochLog(Callback):
     "One plain line per epoch (epoch, losses, metrics, time) instead of fastai's redrawn progress bar and table"
     order = Recorder.order + 1
-    def before_fit(self):
-        self.old_logger,self.learn.logger = self.learn.logger,noop
-        self.t0 = time.time()
-    def before_epoch(self): self.t0 = time.time()
+    def before_fit(self): self.old_logger,self.learn.logger = self.learn.logger,noop
     def after_epoch(self):
-        names,vals = self.recorder.metric_names[1:-1],self.recorder.log[1:]
-        parts = [f'epoch {self.epoch + 1}/{self.n_epoch}'] + [f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}'
-                                                                for n,v in zip(names, vals) if v is not None]
-        print('  '.join(parts + [f'time {format_time(time.time() - self.t0)}']), flush=True)
+        "The Recorder's line for this epoch (its losses, metrics and time), as text"
+        parts = [f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n,v in zip(self.recorder.metric_names[1:], self.recorder.log[1:])]
+        print('  '.join([f'epoch {self.epoch + 1}/{self.n_epoch}', *parts]), flush=True)
     def after_fit(self): self.learn.logger = self.old_logger
 
 # %% ../nbs/09_learner.ipynb #f6c6a6df
@@ -245,7 +240,7 @@ def predict_probs(model:nn.Module, # From `load_model`
     return pd.DataFrame(probs, index=pd.Index(list(ids), name='id'), columns=[str(c) for c in output_names(cfg)])
 
 # %% ../nbs/09_learner.ipynb #21887473
-def _data_kwargs(data_cfg:dict): return {k: data_cfg.get(k) for k in ('planes', 'size', 'mean', 'std')}
+def _inputs(data_cfg:dict) -> dict: return dict(data_cfg, tasks=None)  # how to prepare inputs, without the labels
 
 def _with_errors(res:pd.DataFrame, names:list, errors:dict, index_name:str) -> pd.DataFrame:
     "`res` re-indexed to every input in order, with an `error` column where some could not be used"
@@ -292,13 +287,12 @@ def predict_exams(self:Predictor, exams, # Exam folders holding `<plane>.npy`, o
     exams = list(exams)
     ids = [str(i) for i in ids] if ids is not None else [Path(e).name if isinstance(e, (str, Path)) else f'exam{j}' for j,e in enumerate(exams)]
     if len(ids) != len(exams): raise DataError('ids', f'{len(ids)} ids for {len(exams)} exams')
-    planes,good,errors = self.data['planes'],[],{}
+    rows,errors = [],{}
     for i,e in zip(ids, exams):
-        try: exams_df([e], planes, ids=[i]); good.append((i, e))
+        try: rows.append(exams_df([e], self.data['planes'], ids=[i]))  # checked once, exam by exam
         except KneeaiError as err: errors[i] = str(err)
-    res = (predict_probs(self.model, self.cfg, exams_dl([e for _,e in good], ids=[i for i,_ in good], bs=bs, device=self.device,
-                                                       **_data_kwargs(self.data)), ids=[i for i,_ in good])
-           if good else pd.DataFrame(columns=self.names))
+    res = (predict_probs(self.model, self.cfg, volume_dl(pd.concat(rows, ignore_index=True), bs=bs, device=self.device, **_inputs(self.data)))
+           if rows else pd.DataFrame(columns=self.names))
     return _with_errors(res, ids, errors, 'id')
 
 # %% ../nbs/09_learner.ipynb #03b3af86
@@ -309,7 +303,7 @@ def predict_split(self:Predictor, data, # An MRNet folder
                  ) -> pd.DataFrame:
     "Per-task probabilities of every exam of an MRNet split, indexed by exam id"
     self._need('exams')
-    return predict_probs(self.model, self.cfg, mrnet_test_dl(data, split, tasks=None, bs=bs, device=self.device, **_data_kwargs(self.data)))
+    return predict_probs(self.model, self.cfg, mrnet_test_dl(data, split, bs=bs, device=self.device, **_inputs(self.data)))
 
 # %% ../nbs/09_learner.ipynb #71cf6d21
 @patch

@@ -6,13 +6,12 @@ Docs: https://kneeai.github.io/kneeai/radiograph_train.html.md"""
 
 # %% ../nbs/09c_radiograph_train.ipynb #ac0b20ad
 from __future__ import annotations
-import warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import torch.nn.functional as F
 from fastai.basics import *
 from fastai.callback.all import *
-from .core import DataError, ModelError, get_device, set_seed
+from .core import DataError, ModelError, set_seed
 from .radiographs import radiograph_dls, patient_split, task_vocab, _label_cols
 from .volumes import ConfigDataLoaders
 from .sampling import make_loss, rebalance, init_prior_bias

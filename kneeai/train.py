@@ -7,7 +7,7 @@ Docs: https://kneeai.github.io/kneeai/train.html.md"""
 # %% ../nbs/09b_train.ipynb #68092026
 from __future__ import annotations
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 from fastcore.meta import delegates
@@ -107,7 +107,7 @@ def fit_head_cached(learn:Learner, # From `mrnet_learner`; its backbones are not
 def _report_test(learn:Learner, data, split:str, out:Path, n_boot:int, seed:int) -> dict:
     "Predict MRNet's `split` (the test set), write the report and ROC curves to `out`"
     cfg = learn.dls.data_config
-    tdl = mrnet_test_dl(data, split, cfg['tasks'], bs=learn.dls.bs, device=learn.dls.device, **{k: cfg[k] for k in ('planes', 'size', 'mean', 'std')})
+    tdl = mrnet_test_dl(data, split, bs=learn.dls.bs, device=learn.dls.device, **cfg)  # prepared as in training, with its tasks' labels
     with progress_ctx(learn, False): probs,targs = learn.get_preds(dl=tdl)
     rep = mrnet_report(targs.numpy(), probs.numpy(), cfg['tasks'], thresholds=learn.thresholds, n_boot=n_boot, seed=seed)
     fig = plot_roc(targs.numpy(), probs.numpy(), cfg['tasks'], thresholds=learn.thresholds, rep=rep).figure

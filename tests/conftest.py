@@ -4,11 +4,11 @@
 error handling, the same output), because a new Python process spends about five seconds importing torch and fastai
 before kneeai does anything. `kneeai_cmd(..., process=True)` runs the installed console script in a new process: the
 tests that are about the process itself (exit status, what reaches the terminal) use it."""
-import contextlib, io, shutil, subprocess, sys
+import contextlib, io, shutil, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
 
-def _kneeai() -> str:
+def kneeai_exe() -> str:
     "The `kneeai` console script of this environment"
     exe = Path(sys.executable).parent/'kneeai'
     if exe.exists(): return str(exe)
@@ -25,10 +25,27 @@ def _exit_status(e:SystemExit, err) -> int:
 def kneeai_cmd(*args, timeout=300, process:bool=False, **kw) -> subprocess.CompletedProcess:
     "Run `kneeai ARGS...` (arguments may be paths), capturing its output as text; in this process unless `process`"
     argv = [str(a) for a in args]
-    if process or kw: return subprocess.run([_kneeai(), *argv], capture_output=True, text=True, timeout=timeout, **kw)
+    if process or kw: return subprocess.run([kneeai_exe(), *argv], capture_output=True, text=True, timeout=timeout, **kw)
     from kneeai.cli import main
     out,err = io.StringIO(),io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try: rc = main(argv) or 0
         except SystemExit as e: rc = _exit_status(e, err)
-    return subprocess.CompletedProcess([_kneeai(), *argv], rc, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess([kneeai_exe(), *argv], rc, out.getvalue(), err.getvalue())
+
+def free_port() -> int:
+    "A TCP port nothing listens on now, for a server under test"
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+def wait_healthy(url:str, proc, log:Path, timeout:float=120):
+    "Wait until the Streamlit server at `url` (started as `proc`, writing `log`) answers its health check; fail with its log if not"
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None: pytest.fail(f'`kneeai app` exited with status {proc.returncode}:\n{log.read_text()[-3000:]}')
+        try:
+            with urllib.request.urlopen(f'{url}/_stcore/health', timeout=2) as r:
+                if r.read().strip() == b'ok': return
+        except OSError: time.sleep(0.3)
+    pytest.fail(f'the app did not answer within {timeout} s:\n{log.read_text()[-3000:]}')

@@ -7,7 +7,7 @@ Chromium is never downloaded: `make e2e-deps` (run by `make test`) installs Debi
 `KNEEAI_APP_SCREENSHOT=PATH` to save a screenshot of the page with its results (the README's is
 `nbs/images/app.png`); `KNEEAI_E2E_MODEL` and `KNEEAI_E2E_EXAM` replace the tiny untrained model and its exam (e.g.
 by the `kneeai demo` model and one of its exams, for a screenshot that shows a trained model)."""
-import json, os, re, signal, socket, subprocess, sys, time, urllib.request
+import json, os, re, signal, subprocess, time
 from pathlib import Path
 import pytest
 
@@ -21,6 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from kneeai.core import PLANES, MRNET_TASKS
 from kneeai.learner import predict_exams
 from test_app import make_model_and_exam
+from conftest import kneeai_exe, free_port, wait_healthy
 
 CHROMIUM = os.environ.get('KNEEAI_CHROMIUM', '/usr/bin/chromium')
 CHROMEDRIVER = os.environ.get('KNEEAI_CHROMEDRIVER', '/usr/bin/chromedriver')
@@ -28,34 +29,14 @@ CHROMIUM_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic
                   '--disable-background-networking', '--disable-component-update', '--disable-sync',
                   '--disable-dev-shm-usage', '--window-size=1500,1250')
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-def _kneeai() -> str:
-    exe = Path(sys.executable).parent/'kneeai'
-    if not exe.exists(): pytest.fail('the kneeai console script is not installed: run `make install`')
-    return str(exe)
-
-def _wait_healthy(url, proc, log, timeout=120):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc.poll() is not None: pytest.fail(f'`kneeai app` exited with status {proc.returncode}:\n{log.read_text()[-3000:]}')
-        try:
-            with urllib.request.urlopen(f'{url}/_stcore/health', timeout=2) as r:
-                if r.read().strip() == b'ok': return
-        except OSError: time.sleep(0.5)
-    pytest.fail(f'the app did not answer within {timeout} s:\n{log.read_text()[-3000:]}')
-
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
     "`kneeai app` on a free port, with a tiny model (or $KNEEAI_E2E_MODEL); yields (url, model, exam)"
     tmp = tmp_path_factory.mktemp('e2e')
     if os.environ.get('KNEEAI_E2E_MODEL'): model,exam = Path(os.environ['KNEEAI_E2E_MODEL']),Path(os.environ['KNEEAI_E2E_EXAM'])
     else: model,exam = make_model_and_exam(tmp)
-    port,log = _free_port(),tmp/'server.log'
-    cmd = [_kneeai(), 'app', '--model', str(model), '--server.port', str(port), '--server.address', '127.0.0.1',
+    port,log = free_port(),tmp/'server.log'
+    cmd = [kneeai_exe(), 'app', '--model', str(model), '--server.port', str(port), '--server.address', '127.0.0.1',
            '--server.headless', 'true', '--server.fileWatcherType', 'none', '--browser.serverAddress', '127.0.0.1',
            '--browser.gatherUsageStats', 'false']
     with open(log, 'w') as f:
@@ -63,7 +44,7 @@ def server(tmp_path_factory):
                                 env={**os.environ, 'KNEEAI_HOME': str(tmp/'home')})
     url = f'http://127.0.0.1:{port}'
     try:
-        _wait_healthy(url, proc, log)
+        wait_healthy(url, proc, log)
         yield url, model, exam
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # `kneeai app` and the Streamlit server it started

@@ -5,17 +5,12 @@ the PID it started. The Streamlit server must then be gone within 10 s: the port
 left (the old `kneeai app` started the server as a child with `subprocess.call`; the child survived, re-parented to
 PID 1, still holding the port). The server is started in a session of its own, so that every process it could have
 left behind is in that session's process group."""
-import os, signal, socket, subprocess, sys, time, urllib.request
-from pathlib import Path
+import os, signal, socket, subprocess, time
 import pytest
 
 pytest.importorskip('streamlit', reason='the app needs Streamlit: pip install "kneeai[app]"')
 from test_app import make_model_and_exam
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+from conftest import kneeai_exe, free_port, wait_healthy
 
 def _port_free(port:int) -> bool:
     "Whether a new server could listen on `port` (as Streamlit's does, with SO_REUSEADDR: the health checks' closed connections wait in TIME_WAIT)"
@@ -31,31 +26,21 @@ def _group_alive(pgid:int) -> bool:
     except ProcessLookupError: return False
     return True
 
-def _wait_healthy(port:int, proc, log:Path, timeout:float=120):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc.poll() is not None: pytest.fail(f'`kneeai app` exited with status {proc.returncode}:\n{log.read_text()[-3000:]}')
-        try:
-            with urllib.request.urlopen(f'http://127.0.0.1:{port}/_stcore/health', timeout=2) as r:
-                if r.read().strip() == b'ok': return
-        except OSError: time.sleep(0.3)
-    pytest.fail(f'the app did not answer within {timeout} s:\n{log.read_text()[-3000:]}')
-
 @pytest.fixture(scope='module')
 def model(tmp_path_factory):
     return make_model_and_exam(tmp_path_factory.mktemp('signals'))[0]
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
 def test_signal_to_kneeai_app_stops_the_server(model, sig, tmp_path):
-    port,log = _free_port(),tmp_path/'server.log'
-    cmd = [str(Path(sys.executable).parent/'kneeai'), 'app', '--model', str(model), '--server.port', str(port),
+    port,log = free_port(),tmp_path/'server.log'
+    cmd = [kneeai_exe(), 'app', '--model', str(model), '--server.port', str(port),
            '--server.address', '127.0.0.1', '--server.headless', 'true', '--server.fileWatcherType', 'none',
            '--browser.gatherUsageStats', 'false']
     with open(log, 'w') as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, 'KNEEAI_HOME': str(tmp_path/'home')})
     try:
-        _wait_healthy(port, proc, log)
+        wait_healthy(f'http://127.0.0.1:{port}', proc, log)
         proc.send_signal(sig)  # to the process that was started, as a supervisor does: not to its group
         t0 = time.time()
         try: proc.wait(10)

@@ -45,7 +45,6 @@ _HEAVY = ('torch', 'torchvision', 'fastai.basics', 'fastai.callback.all', 'fasta
 
 def test_importing_a_module_loads_nothing_above_it():
     "Checked in fresh processes forked from one that has imported the heavy third-party packages, but no kneeai module"
-    import multiprocessing as mp
     code = ('import importlib, json, multiprocessing as mp, sys, warnings; warnings.simplefilter("ignore")\n'
             f'for h in {_HEAVY!r}: importlib.import_module(h)\n'
             'assert not [m for m in sys.modules if m.startswith("kneeai.")]\n'
