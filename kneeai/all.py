@@ -4,6 +4,7 @@ Written by hand (nbdev does not generate it), in the order of the layers. Not in
 `kneeai.app` (the web app, which needs `pip install "kneeai[app]"`)."""
 from .core import *
 from .dicom import *
+from .deid import *
 from .preprocess import *
 from .synthetic import *
 from .synthetic_radiographs import *

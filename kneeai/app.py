@@ -15,7 +15,7 @@ import kneeai
 from .core import PLANES, KneeaiError, DataError, VolumeError, DicomError, kneeai_home
 from .volumes import load_volume
 from .radiographs import load_radiograph, RADIOGRAPH_TASKS
-from .dicom import dicom_tags
+from .deid import dicom_tags
 from .learner import Predictor, CONFIG_NAME
 from .interpret import exam_cams, image_cam, overlay, CAM_METHODS
 from .cli import MAX_UPLOAD_MB, add_app_options

@@ -11,7 +11,8 @@ import argparse, importlib.util, inspect, json, math, os, sys
 from pathlib import Path
 import kneeai
 from .core import KneeaiError, DataError, DicomError, ModelError, atomic_write, device_info
-from .dicom import dicom_meta, deidentify, dicom_files
+from .dicom import dicom_files
+from .deid import dicom_meta, deidentify
 from .preprocess import preprocess_folder, OUTPUT_FORMATS
 from .synthetic import synth_mrnet
 from .synthetic_radiographs import synth_radiographs, synth_mura

@@ -54,7 +54,7 @@ def _tag_value(row, tags):
         if v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v).strip(): return str(v).strip().upper()
     return None
 
-def metadata_targets(meta:pd.DataFrame, # One row per image with tag columns, e.g. from `kneeai.dicom.dicom_meta`
+def metadata_targets(meta:pd.DataFrame, # One row per image with tag columns, e.g. from `kneeai.deid.dicom_meta`
                      targets:dict|None=None, # name -> (tags, value->class dict or None); default `METADATA_TARGETS`
                      drop_constant:bool=True, # Drop (with a warning) targets that hold fewer than two classes
                     ) -> pd.DataFrame:

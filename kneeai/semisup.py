@@ -17,7 +17,7 @@ from fastai.basics import *
 from fastai.callback.all import *
 from fastai.learner import ValueMetric
 from .core import DataError, set_seed
-from .dicom import dicom_meta
+from .deid import dicom_meta
 from .preprocess import preprocess_folder
 from .synthetic_radiographs import synth_radiographs
 from .radiographs import radiograph_dls, patient_split

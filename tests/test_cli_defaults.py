@@ -5,7 +5,7 @@ import pytest
 from kneeai.cli import kneeai_parser, _parse, MAX_UPLOAD_MB
 from kneeai.synthetic import synth_mrnet
 from kneeai.synthetic_radiographs import synth_radiographs, synth_mura
-from kneeai.dicom import dicom_meta, deidentify
+from kneeai.deid import dicom_meta, deidentify
 from kneeai.preprocess import preprocess_folder
 from kneeai.train import train_mrnet
 from kneeai.radiograph_train import train_radiographs

@@ -11,7 +11,8 @@ pydicom = pytest.importorskip('pydicom')
 from pydicom.data import get_testdata_files
 from pydicom.pixels import apply_modality_lut, apply_color_lut
 from kneeai.core import DicomError
-from kneeai.dicom import dcm2float, dicom_meta, dicom_files, deidentify, GRAY_WEIGHTS, PHI_TAGS
+from kneeai.dicom import dcm2float, dicom_files, GRAY_WEIGHTS
+from kneeai.deid import dicom_meta, deidentify, PHI_TAGS
 
 warnings.filterwarnings('ignore', module='pydicom')
 FILES = sorted(get_testdata_files())

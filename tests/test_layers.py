@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import kneeai
 
-LAYERS = ['core', 'dicom', 'preprocess', 'synthetic', 'synthetic_radiographs', 'volumes', 'radiographs', 'sampling', 'models',
+LAYERS = ['core', 'dicom', 'deid', 'preprocess', 'synthetic', 'synthetic_radiographs', 'volumes', 'radiographs', 'sampling', 'models',
           'metrics', 'learner', 'train', 'radiograph_train', 'pretrain', 'semisup', 'interpret', 'demo', 'cli', 'app']
 PKG = Path(kneeai.__file__).parent
 RANK = {m: i for i,m in enumerate(LAYERS)}
