@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import kneeai
 
-LAYERS = ['core', 'dicom', 'deid', 'preprocess', 'synthetic', 'synthetic_radiographs', 'volumes', 'radiographs', 'sampling', 'models',
-          'metrics', 'learner', 'train', 'radiograph_train', 'pretrain', 'semisup', 'interpret', 'demo', 'cli', 'app']
+LAYERS = ['core', 'dicom', 'deid', 'mri', 'preprocess', 'synthetic', 'synthetic_radiographs', 'volumes', 'radiographs', 'sampling',
+          'models', 'metrics', 'learner', 'tracking', 'train', 'radiograph_train', 'pretrain', 'semisup', 'tune', 'interpret', 'demo',
+          'serve', 'cli', 'app']
 PKG = Path(kneeai.__file__).parent
 RANK = {m: i for i,m in enumerate(LAYERS)}
 
