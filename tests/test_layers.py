@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import kneeai
 
-LAYERS = ['core', 'dicom', 'deid', 'mri', 'preprocess', 'synthetic', 'synthetic_radiographs', 'volumes', 'radiographs', 'sampling',
+LAYERS = ['core', 'dicom', 'deid', 'preprocess', 'mri', 'synthetic', 'synthetic_radiographs', 'volumes', 'radiographs', 'sampling',
           'models', 'metrics', 'learner', 'tracking', 'train', 'radiograph_train', 'pretrain', 'semisup', 'tune', 'interpret', 'demo',
           'serve', 'cli', 'app']
 PKG = Path(kneeai.__file__).parent
