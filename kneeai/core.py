@@ -6,16 +6,17 @@ Docs: https://kneeai.github.io/kneeai/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #b9befee1
 from __future__ import annotations
-import os, random, tempfile, contextlib, warnings
-# fastai and kornia call torch.jit.script on import, which torch 2.x reports as deprecated on every kneeai command: not ours to fix
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+import os, sys, random, signal, tempfile, threading, contextlib, warnings
 from pathlib import Path
 import numpy as np, torch
 from fastai.torch_core import set_seed as _fastai_set_seed, default_device
+with warnings.catch_warnings(): # fastai.layers decorates functions with torch.jit.script, which torch 2.x calls deprecated
+    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+    import fastai.layers # imported here, once, so that no later import of fastai shows that warning
 
 # %% auto #0
 __all__ = ['PLANES', 'MRNET_TASKS', 'SCHATZKER', 'KneeaiError', 'DicomError', 'VolumeError', 'DataError', 'ModelError',
-           'set_seed', 'get_device', 'device_info', 'atomic_write', 'kneeai_home', 'reference_data']
+           'set_seed', 'get_device', 'device_info', 'atomic_write', 'kneeai_home', 'reference_data', 'die_with_parent']
 
 # %% ../nbs/00_core.ipynb #3ef649ab
 PLANES = ('sagittal', 'coronal', 'axial')
@@ -99,6 +100,13 @@ def device_info() -> dict:
     return res
 
 # %% ../nbs/00_core.ipynb #62560a14
+def _umask() -> int:
+    "This process's umask (Linux: read from /proc; elsewhere set and restored at once)"
+    try: return int(next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('Umask:')).split()[1], 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        m = os.umask(0o022); os.umask(m)
+        return m
+
 @contextlib.contextmanager
 def atomic_write(fn, # The file to write
                  mode:str='wb'): # Mode for `open`: 'wb' or 'w'
@@ -107,6 +115,7 @@ def atomic_write(fn, # The file to write
     fn.parent.mkdir(parents=True, exist_ok=True)
     fd,tmp = tempfile.mkstemp(dir=fn.parent, prefix=f'.{fn.name}.', suffix='.tmp')
     try:
+        os.fchmod(fd, 0o666 & ~_umask()) # mkstemp's file is private (0600): give it the mode `open` would have
         with os.fdopen(fd, mode) as f: yield f
         os.replace(tmp, fn)
     except BaseException:
@@ -127,3 +136,21 @@ def reference_data(name:str, # Sub-folder, e.g. 'mrnet-samples' or 'knee-kl'
     here = Path(start or Path.cwd()).resolve()
     roots += [p/'shared'/'data' for p in (here, *here.parents)]
     return next((r/name for r in roots if (r/name).is_dir()), None)
+
+# %% ../nbs/00_core.ipynb #de3bcf56
+def _watch_parent(ppid:int, every:float=1.):
+    "End this process as soon as its parent is no longer `ppid` (checked every `every` seconds)"
+    def watch():
+        while os.getppid() == ppid: threading.Event().wait(every)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name='kneeai-parent-watch').start()
+
+def die_with_parent(ppid:int|None=None, # The parent's process id as the parent saw it (default: this process's parent now)
+                   ):
+    "End this process (SIGKILL) when its parent process ends, even if the parent itself is killed"
+    ppid = os.getppid() if ppid is None else ppid
+    if sys.platform.startswith('linux'):
+        import ctypes
+        if ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0: _watch_parent(ppid) # 1: PR_SET_PDEATHSIG
+    else: _watch_parent(ppid)
+    if os.getppid() != ppid: os._exit(1) # the parent ended before this process could ask
