@@ -15,14 +15,15 @@ with warnings.catch_warnings():  # kornia and fastai call torch.jit.script on im
     import kornia.augmentation as K
     from fastai.data.all import *
     from fastai.vision.data import get_grid
-from .core import PLANES, MRNET_TASKS, VolumeError, DataError, get_device
+from .core import PLANES, MRNET_TASKS, VolumeError, DataError, DicomError, get_device
+from .mri import volume_uint8, is_dicom_study, exam_from_dicom
 
 # %% auto #0
-__all__ = ['MAX_SLICES', 'SIDE_RANGE', 'MAX_VOXELS', 'MRNET_MEAN', 'MRNET_STD', 'volume_info', 'volume_uint8', 'load_volume',
-           'read_mrnet_labels', 'mrnet_df', 'exams_df', 'holdout_split', 'TensorVolume', 'pad_volumes', 'VolumeBlock',
-           'SliceCountBlock', 'VolumeToFloat', 'NormalizeVolume', 'VolumeAug', 'mrnet_block', 'ConfigDataLoaders',
-           'data_config', 'mrnet_dls', 'show_batch', 'show_results', 'volume_dl', 'mrnet_test_dl', 'exams_dl',
-           'exam_tensors']
+__all__ = ['MAX_SLICES', 'SIDE_RANGE', 'MAX_VOXELS', 'MRNET_MEAN', 'MRNET_STD', 'volume_info', 'load_volume', 'read_mrnet_labels',
+           'mrnet_df', 'exams_df', 'holdout_split', 'TensorVolume', 'pad_volumes', 'VolumeBlock', 'SliceCountBlock',
+           'VolumeToFloat', 'NormalizeVolume', 'VolumeAug', 'mrnet_block', 'ConfigDataLoaders', 'data_config',
+           'mrnet_dls', 'show_batch', 'show_results', 'volume_dl', 'mrnet_test_dl', 'exams_dl', 'exam_tensors',
+           'volume_uint8']
 
 # %% ../nbs/04_volumes.ipynb #7beac6c2
 MAX_SLICES = 1024  # More slices than any knee MRI series has
@@ -65,14 +66,7 @@ def volume_info(fn # An MRNet-style `.npy` volume
     return tuple(shape), dtype
 
 # %% ../nbs/04_volumes.ipynb #f4f533e9
-def volume_uint8(a:np.ndarray, # A 3-D volume of any numeric dtype
-                 fn=None, # The file it came from, for error messages
-                ) -> np.ndarray:
-    "`a` scaled per volume to `uint8` 0..255 (min-max, as MRNet's reference loader); MRNet's own volumes come back as they are"
-    lo,hi = a.min(), a.max()
-    if a.dtype == np.uint8 and lo == 0 and hi == 255: return a
-    if lo == hi: raise VolumeError(fn, f'constant volume (every voxel is {lo}): there is no image in it')
-    return np.round((a.astype(np.float32) - lo) * (255 / (float(hi) - float(lo)))).astype(np.uint8)
+_all_ = ['volume_uint8']  # defined in kneeai.mri, which scales DICOM studies the same way; re-exported here
 
 # %% ../nbs/04_volumes.ipynb #98bc94f1
 def _check_finite(a, fn, hint='replace them (np.nan_to_num) before saving'):
@@ -184,13 +178,14 @@ def _exam_volumes(exam, eid, planes) -> dict:
         return {p: (v, len(v)) for p,v in vols.items()}
     if not isinstance(exam, (str, os.PathLike)):
         raise DataError(eid, f'{type(exam).__name__!r} is not an exam: give a folder of <plane>.npy files or a dict plane -> array')
+    if is_dicom_study(exam): return _exam_volumes(exam_from_dicom(exam, planes=planes), eid, planes)  # see kneeai.mri
     e,hint = Path(exam),f'an exam folder holds {", ".join(p+".npy" for p in planes)}'
     if not e.is_dir(): raise DataError(e, 'not an exam folder', hint=hint)
     missing = [p+'.npy' for p in planes if not (e/f'{p}.npy').is_file()]
     if missing: raise DataError(e, f'no {", ".join(missing)} in the exam folder', hint=hint)
     return {p: (str(e/f'{p}.npy'), volume_info(e/f'{p}.npy')[0][0]) for p in planes}
 
-def exams_df(exams, # Exams, each a folder holding `<plane>.npy` or a dict plane -> array (slices, H, W); or a single exam
+def exams_df(exams, # Exams, each a folder holding `<plane>.npy`, a DICOM study (folder or zip) or a dict plane -> array; or a single exam
              planes=PLANES, # Planes every exam must have
              ids=None, # One id per exam; default: the folder's name, 'exam{i}' for a dict
             ) -> pd.DataFrame:
@@ -203,7 +198,7 @@ def exams_df(exams, # Exams, each a folder holding `<plane>.npy` or a dict plane
     rows,errs = [],[]
     for e,i in zip(exams, ids):
         try: rows.append(_exam_volumes(e, i, planes))
-        except (DataError, VolumeError) as err: errs.append(err)
+        except (DataError, VolumeError, DicomError) as err: errs.append(err)
     if len(errs) == 1: raise errs[0]
     if errs:
         cls = type(errs[0]) if all(type(e) is type(errs[0]) for e in errs) else DataError
