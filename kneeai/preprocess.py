@@ -6,30 +6,33 @@ Docs: https://kneeai.github.io/kneeai/preprocess.html.md"""
 
 # %% ../nbs/02_preprocess.ipynb #8f06275a
 from __future__ import annotations
-import os, json, warnings
+import os, json, hashlib, warnings
 from pathlib import Path
+from .core import KneeaiError, DicomError, DataError, atomic_write, die_with_parent # first: it imports fastai quietly
 import numpy as np, pandas as pd, torch, kornia
 from PIL import Image
 from scipy import ndimage as ndi
 from skimage import exposure
 from skimage.filters import threshold_otsu, threshold_multiotsu
 from fastcore.basics import defaults
-from fastcore.parallel import parallel
+from fastcore.parallel import parallel, ProcessPoolExecutor
+from fastprogress import progress_bar
 from fastai.vision.core import TensorImage
 from fasttransform import DisplayedTransform
-from .core import KneeaiError, DicomError, DataError, atomic_write
 from .dicom import dcm2float, dicom_files
 
 # %% auto #0
-__all__ = ['WORK_SIZE', 'KNEE_SCALE', 'MANIFEST_COLUMNS', 'IMAGE_BITS', 'OUTPUT_FORMATS', 'working_image', 'exposed_field',
-           'body_mask', 'percentile_norm', 'clean_background', 'kornia_clahe_args', 'clahe', 'clahe_batch', 'CLAHE',
-           'knee_geometry', 'knee_box', 'crop_box', 'box_iou', 'box_contains', 'knee_box_scores',
-           'preprocess_radiograph', 'output_name', 'save_image', 'image01', 'load_image', 'preprocess_folder']
+__all__ = ['WORK_SIZE', 'MIN_SIDE', 'KNEE_SCALE', 'MANIFEST_COLUMNS', 'IMAGE_BITS', 'OUTPUT_FORMATS', 'JOURNAL_NAME',
+           'working_image', 'exposed_field', 'body_mask', 'percentile_norm', 'clean_background', 'kornia_clahe_args',
+           'clahe', 'clahe_batch', 'CLAHE', 'knee_geometry', 'knee_box', 'crop_box', 'box_iou', 'box_contains',
+           'knee_box_scores', 'preprocess_radiograph', 'output_name', 'save_image', 'image01', 'load_image',
+           'preprocess_folder']
 
 # %% ../nbs/02_preprocess.ipynb #d59e1aaf
 WORK_SIZE = 256 # Longest side of the reduced image on which field, body and knee are found
+MIN_SIDE = 16 # Smallest side of a radiograph kneeai accepts: the working image keeps 4 pixels across, the field finder 2 steps of 2 on each side
 
-def _check_image(img, min_side:int=16) -> np.ndarray:
+def _check_image(img, min_side:int=MIN_SIDE) -> np.ndarray:
     "`img` as a finite float32 2-D array (colour to luma), or a `DataError`"
     a = np.asarray(img)
     if a.ndim == 3 and a.shape[-1] in (3, 4): a = a[..., :3].astype(np.float32) @ np.array([.299, .587, .114], np.float32)
@@ -338,7 +341,8 @@ def preprocess_radiograph(img, # A 2-D radiograph, higher meaning denser (e.g. f
     return out, dict(st, norm=norm, clean=np.where(st['mask'], norm, np.float32(0)) if clean else norm)
 
 # %% ../nbs/02_preprocess.ipynb #2283803d
-MANIFEST_COLUMNS = ['source', 'output', 'status', 'reason', 'rows', 'cols', 'box_x0', 'box_y0', 'box_x1', 'box_y1']
+MANIFEST_COLUMNS = ['source', 'output', 'status', 'reason', 'rows', 'cols', 'box_x0', 'box_y0', 'box_x1', 'box_y1', 'sha256']
+_INT_COLUMNS = MANIFEST_COLUMNS[4:10] # rows, cols and the crop box, in the source's pixels
 
 def output_name(rel:Path, fmt:str='png') -> Path:
     "The output path for a DICOM file at `rel`: `.dcm`/`.dicom` replaced by `.fmt`, other names extended"
@@ -397,6 +401,14 @@ def load_image(fn, # A gray image file: `.npy`, or anything PIL opens (PNG, TIFF
 
 # %% ../nbs/02_preprocess.ipynb #c769c925
 OUTPUT_FORMATS = ('png', 'npy') # What `preprocess_folder` writes: 16-bit PNG or uint16 .npy
+JOURNAL_NAME = '.manifest.jsonl' # Rows of a run still going (or interrupted), one JSON object a line; removed when manifest.csv is written
+
+def _sha256(fn) -> str:
+    "SHA-256 of a file's bytes, as hex"
+    h = hashlib.sha256()
+    with open(fn, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    return h.hexdigest()
 
 def _prep_one(fn, src, dest, fmt, kw):
     "Preprocess one file for `preprocess_folder`: its manifest row"
@@ -407,7 +419,7 @@ def _prep_one(fn, src, dest, fmt, kw):
         x,st = _prep(a, **kw)
         save_image(x, dest/out)
         row.update(output=str(out), status='ok', rows=a.shape[0], cols=a.shape[1],
-                   **dict(zip(['box_x0', 'box_y0', 'box_x1', 'box_y1'], st['box'])))
+                   **dict(zip(['box_x0', 'box_y0', 'box_x1', 'box_y1'], map(int, st['box']))), sha256=_sha256(dest/out))
     except KneeaiError as e: row['reason'] = e.reason
     except MemoryError: row['reason'] = 'not enough memory'
     except Exception as e: row['reason'] = f'{type(e).__name__}: {e}'
@@ -424,8 +436,30 @@ def _settings(dest, kw, fmt, overwrite):
                             hint='choose a new destination, or pass overwrite=True to redo every file')
     with atomic_write(fn, 'w') as f: json.dump(cur, f, indent=1)
 
+def _earlier_rows(dest) -> dict:
+    "source -> manifest row of the runs before in `dest`: manifest.csv, then the journal of an interrupted run (later rows win)"
+    rows = {}
+    try: rows.update((r['source'], r) for r in pd.read_csv(dest/'manifest.csv', dtype={'source': str, 'sha256': str}).to_dict('records'))
+    except (OSError, ValueError, KeyError, pd.errors.ParserError): pass # no manifest, or one that cannot be read: nothing is trusted
+    if (dest/JOURNAL_NAME).exists():
+        for line in (dest/JOURNAL_NAME).read_text(errors='replace').splitlines():
+            try: r = json.loads(line); rows[r['source']] = r
+            except (ValueError, KeyError, TypeError): pass # the line being written when the run was killed
+    return rows
+
+def _trusted(row:dict, fn:Path) -> bool:
+    "Whether output `fn` is the file an earlier run recorded in `row` (done, and the same SHA-256)"
+    sha = row.get('sha256')
+    return row.get('status') in ('ok', 'skipped') and isinstance(sha, str) and fn.is_file() and _sha256(fn) == sha
+
+def _prep_rows(todo, n_workers:int, progress:bool, **kwargs):
+    "The manifest rows of the files `todo`, in order, as they are done: in worker processes that end with this one (0: here)"
+    with ProcessPoolExecutor(n_workers, initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
+        rows = ex.map(_prep_one, todo, chunksize=max(1, len(todo)//(8*max(n_workers, 1))), **kwargs)
+        yield from (progress_bar(rows, total=len(todo), leave=False) if progress and todo else rows)
+
 def preprocess_folder(src, # Folder of DICOM files (searched recursively; never modified)
-                      dest, # Output folder (created): same sub-folders, one image per DICOM file, manifest.csv
+                      dest, # Output folder (created, outside `src`): same sub-folders, one image per DICOM file, manifest.csv
                       size:int=512, # Side of the square output images
                       fmt:str='png', # 'png' (16-bit grayscale) or 'npy' (uint16)
                       n_workers:int|None=None, # Processes (default: one per CPU; 0: in this process)
@@ -439,28 +473,30 @@ def preprocess_folder(src, # Folder of DICOM files (searched recursively; never 
     src,dest = Path(src),Path(dest)
     if not src.is_dir(): raise DataError(src, 'is not a folder', hint='pass the folder that holds the DICOM files')
     if fmt not in OUTPUT_FORMATS: raise DataError(None, f"format must be 'png' or 'npy', not {fmt!r}")
-    if not (isinstance(size, (int, np.integer)) and 16 <= size <= 8192): raise DataError(None, f'size must be an integer from 16 to 8192, not {size!r}')
+    if not (isinstance(size, (int, np.integer)) and MIN_SIDE <= size <= 8192): raise DataError(None, f'size must be an integer from {MIN_SIDE} to 8192, not {size!r}')
+    if n_workers is not None and not (isinstance(n_workers, (int, np.integer)) and n_workers >= 0): raise DataError(None, f'n_workers must be 0 or more, not {n_workers!r}')
     if dest.exists() and not dest.is_dir(): raise DataError(dest, 'exists and is not a folder')
+    if dest.resolve() == src.resolve() or src.resolve() in dest.resolve().parents:
+        raise DataError(dest, f'is inside the source folder {src}', hint='sources are never modified: choose a destination outside it')
     kw = dict(size=int(size), crop=bool(crop), clean=bool(clean), clip_limit=clip_limit)
     fns = dicom_files(src)
     dest.mkdir(parents=True, exist_ok=True)
     _settings(dest, kw, fmt, overwrite)
-    old = pd.read_csv(dest/'manifest.csv', dtype={'source': str}).set_index('source') if (dest/'manifest.csv').exists() else None
+    before = {} if overwrite else _earlier_rows(dest)
     todo,rows = [],{}
     for fn in fns:
-        rel = str(fn.relative_to(src))
-        if not overwrite and (dest/output_name(Path(rel), fmt)).exists():
-            prev = old.loc[rel].to_dict() if old is not None and rel in old.index and not old.index.duplicated().any() else {}
-            rows[rel] = {**prev, 'source': rel, 'output': str(output_name(Path(rel), fmt)), 'status': 'skipped', 'reason': ''}
-        else: todo.append(fn)
+        rel = str(fn.relative_to(src)); out = output_name(Path(rel), fmt)
+        if _trusted(before.get(rel, {}), dest/out): rows[rel] = {**before[rel], 'output': str(out), 'status': 'skipped', 'reason': ''}
+        else: todo.append(fn) # not done, failed, or an output that is not what was recorded (e.g. truncated): (re)done
     if n_workers is None: n_workers = min(defaults.cpus, len(todo)) if len(todo) > 1 else 0
-    with warnings.catch_warnings():
+    with open(dest/JOURNAL_NAME, 'a') as journal, warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        done = parallel(_prep_one, todo, src=src, dest=dest, fmt=fmt, kw=kw, n_workers=n_workers, progress=progress and len(todo) > 0,
-                        chunksize=max(1, len(todo)//(8*max(n_workers, 1))))
-    for r in done: rows[r['source']] = r
+        for r in _prep_rows(todo, n_workers, progress, src=src, dest=dest, fmt=fmt, kw=kw):
+            rows[r['source']] = r
+            journal.write(json.dumps(r) + '\n'); journal.flush() # an interrupted run resumes from here
     df = pd.DataFrame([rows[str(fn.relative_to(src))] for fn in fns], columns=MANIFEST_COLUMNS)
-    for c in MANIFEST_COLUMNS[4:]: df[c] = df[c].astype('Int64')
+    for c in _INT_COLUMNS: df[c] = df[c].astype('Int64')
     df['reason'] = df['reason'].fillna('')
     with atomic_write(dest/'manifest.csv', 'w') as f: df.to_csv(f, index=False)
+    (dest/JOURNAL_NAME).unlink()
     return df
