@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from fastprogress.fastprogress import progress_bar
 from .core import PLANES, MRNET_TASKS, DataError, atomic_write, reference_data
+from .mri import write_mr_study
 
 # %% auto #0
 __all__ = ['TISSUES', 'SEQUENCES', 'CONTRASTS', 'MRNET_PREVALENCE', 'DIFFICULTY', 'MARGIN', 'BIG', 'LESION_KINDS', 'LESION_TASKS',
@@ -503,6 +504,16 @@ def _start(dest:Path, settings:dict) -> bool:
         raise DataError(dest, f'was written with other settings ({diff})', hint='use the same settings to resume, or a new folder')
     return not (dest/'.partial').exists() and all((dest/f'{s}-{t}.csv').exists() for s in ('train', 'valid') for t in (*MRNET_TASKS, 'lesions'))
 
+def _write_study(e:dict, dest:Path, seed:list) -> dict:
+    "Write exam `e` as a DICOM MR study (multi-frame for odd exams; a quarter of the exams miss a slice); what was done"
+    shutil.rmtree(dest, ignore_errors=True)  # an interrupted study is written again
+    u = np.random.default_rng([*seed, 1]).random(3)
+    pl = PLANES[int(u[1]*3)]
+    missing = (pl, int(1 + u[2]*(len(e[pl]) - 2))) if u[0] < 0.25 else None
+    mf = seed[-1] % 2 == 1
+    write_mr_study({p: e[p] for p in PLANES}, dest, seed=seed, multiframe=mf, missing=missing)
+    return dict(multiframe=mf, missing_plane=missing and missing[0], missing_slice=missing and missing[1])
+
 def synth_mrnet(dest, # Folder to write; must be new, empty or an interrupted run with the same settings
                 n_train:int=100, # Exams in `train/` (MRNet: 1,130)
                 n_valid:int=30, # Exams in `valid/` (MRNet: 120)
@@ -511,14 +522,16 @@ def synth_mrnet(dest, # Folder to write; must be new, empty or an interrupted ru
                 difficulty:str|float='default', # 'easy', 'default', 'hard' or a number from 0 (easy) to 1 (hard)
                 prevalence:dict|None=None, # Prevalence per task (default: MRNet's training set)
                 progress:bool=True, # Show a progress bar
+                fmt:str='npy', # 'npy': MRNet's volumes; 'dicom': one DICOM MR study folder per exam (`write_mr_study`)
                ) -> Path:
     "Write a synthetic knee MRI data set in MRNet's layout, with the lesions' boxes beside the labels"
     dest = Path(dest)
     n_train,n_valid,seed = _check_count('n_train', n_train, 0),_check_count('n_valid', n_valid, 0),_check_count('seed', seed, 0)
     if n_train + n_valid == 0: raise DataError(dest, 'no exams to write', hint='ask for n_train or n_valid above 0')
     size = _check_count('size', size, 16)
+    if fmt not in ('npy', 'dicom'): raise DataError(fmt, "unknown format", hint="use 'npy' (MRNet's volumes) or 'dicom' (DICOM MR studies)")
     settings = dict(generator='kneeai.synthetic.synth_mrnet', version=1, n_train=n_train, n_valid=n_valid, size=size, seed=seed,
-                    difficulty=difficulty_value(difficulty), prevalence=check_prevalence(prevalence))
+                    difficulty=difficulty_value(difficulty), prevalence=check_prevalence(prevalence), **({'fmt': fmt} if fmt != 'npy' else {}))
     synth_exam(0, size=16, slices=1, prevalence=prevalence)  # bad arguments fail here, before anything is written
     if _start(dest, settings): return dest
     dest.mkdir(parents=True, exist_ok=True)
@@ -528,12 +541,14 @@ def synth_mrnet(dest, # Folder to write; must be new, empty or an interrupted ru
     ids = range(n_train + n_valid)
     for i in (progress_bar(ids) if progress else ids):
         split,eid = ('train' if i < n_train else 'valid'),f'{i:04d}'
-        fns,gt = [dest/split/pl/f'{eid}.npy' for pl in PLANES],part/f'{eid}.json'
+        fns,gt = ([dest/split/pl/f'{eid}.npy' for pl in PLANES] if fmt == 'npy' else [dest/split/eid]),part/f'{eid}.json'
         if gt.exists() and all(fn.exists() for fn in fns): rows[split].append(json.loads(gt.read_text())); continue
         e = synth_exam(np.random.default_rng([seed, i]), size, difficulty=settings['difficulty'], prevalence=prevalence)
-        for pl,fn in zip(PLANES, fns):
-            with atomic_write(fn) as f: np.save(f, e[pl])
         rec = dict(id=eid, labels=e['labels'], lesions=e['lesions'])
+        if fmt == 'dicom': rec['dicom'] = _write_study(e, fns[0], [seed, i])
+        else:
+            for pl,fn in zip(PLANES, fns):
+                with atomic_write(fn) as f: np.save(f, e[pl])
         with atomic_write(gt, 'w') as f: json.dump(rec, f)
         rows[split].append(rec)
     for split,recs in rows.items():
@@ -543,5 +558,9 @@ def synth_mrnet(dest, # Folder to write; must be new, empty or an interrupted ru
             f.write('id,lesion,task,plane,slice,x0,y0,x1,y1\n')
             f.writelines(f"{r['id']},{b['lesion']},{b['task']},{b['plane']},{b['slice']},{b['x0']},{b['y0']},{b['x1']},{b['y1']}\n"
                          for r in recs for b in r['lesions'])
+        if fmt == 'dicom':
+            with atomic_write(dest/f'{split}-dicom.csv', 'w') as f:
+                f.write('id,multiframe,missing_plane,missing_slice\n')
+                f.writelines(f"{r['id']},{int(r['dicom']['multiframe'])},{r['dicom']['missing_plane'] or ''},{'' if r['dicom']['missing_slice'] is None else r['dicom']['missing_slice']}\n" for r in recs)
     shutil.rmtree(part, ignore_errors=True)
     return dest
