@@ -420,3 +420,79 @@ def main(argv:list|None=None # Arguments (default: `sys.argv[1:]`)
         print(f'kneeai {args.command}: error: {e}', file=sys.stderr)
         return 1
     return 0
+
+# %% ../nbs/13_cli.ipynb #f1305b78
+from .serve import serve, API_KEY_ENV
+
+def _serve(args): serve(**_kwargs(args, serve))
+
+def _add_serve(sub):
+    p,d = sub.add_parser('serve', help='a REST service (FastAPI) for predictions and GradCAM of a model',
+                         description='Serve a model over HTTP: POST /v1/predict and /v1/explain (multipart uploads), GET /v1/model, '
+                                     '/healthz, /readyz, /metrics (Prometheus). Listens on 127.0.0.1 unless an API key is given.'),_defaults(serve)
+    p.add_argument('--model', type=Path, required=True, help='a model folder (model.safetensors + config.json)')
+    _opt(p, d, 'host', help='address to listen on; anything but loopback needs an API key (default: %(default)s)')
+    _opt(p, d, 'port', type=int, help='port (default: %(default)s)')
+    _opt(p, d, 'workers', type=int, help='processes, each loading the model once (default: %(default)s)')
+    _opt(p, d, 'api_key_file', type=Path, help=f'file holding the API key requests must carry (default: ${API_KEY_ENV} if set, else no key)')
+    _opt(p, d, 'max_batch', type=int, help='most requests per forward pass; 1 turns dynamic batching off (default: %(default)s)')
+    _opt(p, d, 'batch_wait_ms', type=float, help='longest wait for more requests to join a batch, in ms (default: %(default)s)')
+    _opt(p, d, 'max_upload_mb', type=float, help='largest request, in MB (default: %(default)s)')
+    _opt(p, d, 'max_files', type=int, help='most files per request (default: %(default)s)')
+    _opt(p, d, 'timeout', type=float, help='longest time for one request, in seconds (default: %(default)s)')
+    _opt(p, d, 'name', help="the model's name in answers (default: its folder's)")
+    _opt(p, d, 'log_level', choices=('critical', 'error', 'warning', 'info', 'debug'), help='(default: %(default)s)')
+    _shared(p, d, 'device')
+    _opt(p, d, 'trust_pickle', action='store_true', help='allow a pickled fastai model (export.pkl): only one you made or trust')
+    p.set_defaults(func=_serve)
+
+_SUBCOMMANDS.append(_add_serve)
+
+# %% ../nbs/13_cli.ipynb #78ecb473
+import tempfile
+from .mri import import_mri, exam_from_dicom, is_dicom_study, write_exam, MRNET_PROTOCOL
+from .models import model_inputs
+
+def _protocol(s:str) -> dict:
+    "`plane=sequence,...` as a dict, e.g. 'axial=T2 fat-sat' -> {'axial': 'T2 fat-sat'}"
+    res = dict(o.split('=', 1) for o in _csv_list(s) if '=' in o)
+    bad = [o for o in _csv_list(s) if '=' not in o] + [k for k in res if k not in MRNET_PROTOCOL]
+    if bad: raise argparse.ArgumentTypeError(f"expected plane=sequence pairs with planes among {', '.join(MRNET_PROTOCOL)}, got {s!r}")
+    return {k.strip(): v.strip() for k,v in res.items()}
+
+def _import_mri(args):
+    df = import_mri(**_kwargs(args, import_mri))
+    print(f"{(df.status != 'failed').sum()} of {len(df)} studies imported into {args.dest} ({(df.status == 'skipped').sum()} already there); "
+          f"manifest: {Path(args.dest)/'manifest.csv'}")
+    for r in df[df.issues != ''].itertuples(): print(f'{r.study}: {r.issues}')
+    for r in df[df.status == 'failed'].itertuples(): print(f'kneeai import-mri: {r.reason}', file=sys.stderr)
+    if (df.status == 'failed').any(): raise SystemExit(1)
+
+def _add_import_mri(sub):
+    p,d = sub.add_parser('import-mri', help='DICOM MR studies to MRNet exam folders (one series per plane, chosen by the protocol)',
+                         description='Import every study under SRC (a folder or zip of DICOM files each) into DEST/<study>/<plane>.npy, '
+                                     'with exam.json per study and manifest.csv; resumable.'),_defaults(import_mri)
+    p.add_argument('src', type=Path, help='folder of studies: one sub-folder or zip of DICOM files per study (never modified)')
+    p.add_argument('dest', type=Path, help='output folder')
+    _opt(p, d, 'size', type=int, help="slice side in pixels (default: %(default)s, as MRNet's)")
+    _opt(p, d, 'protocol', type=_protocol, help="sequence wanted per plane, e.g. 'axial=T2 fat-sat' (default: MRNet's: "
+         + ', '.join(f'{k}={v}' for k,v in MRNET_PROTOCOL.items()) + ')')
+    _opt(p, d, 'min_slices', type=int, help='shorter series are rejected (default: %(default)s)')
+    _opt(p, d, 'n_workers', '--workers', type=int, help='processes (default: one per CPU; 0: none)')
+    _opt(p, d, 'phi', action='store_true', help='keep the real UIDs in the manifests (default: pseudonymous ones)')
+    _opt(p, d, 'overwrite', action='store_true', help='import studies again (and allow other settings than last time)')
+    _shared(p, d, 'progress')
+    p.set_defaults(func=_import_mri)
+
+_SUBCOMMANDS.append(_add_import_mri)
+
+# %% ../nbs/13_cli.ipynb #ec9ed87c
+def _reads_exams(model_dir) -> bool:
+    "Whether the model in `model_dir` reads MRNet exams (False if its config cannot be read: loading it will say why)"
+    try: return model_inputs(json.loads((Path(model_dir)/'config.json').read_text())) == 'exams'
+    except Exception: return False
+
+def _study_exams(inputs, model_dir, tmp:Path) -> list:
+    "`inputs` with each DICOM study (folder or zip) imported into an exam folder under `tmp`, if the model reads exams"
+    if not _reads_exams(model_dir): return inputs
+    return [write_exam(exam_from_dicom(i), tmp/(i.stem if i.suffix.lower() == '.zip' else i.name)) if is_dicom_study(i) else i for i in inputs]
