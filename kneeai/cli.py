@@ -76,7 +76,7 @@ def _add_version(sub):
 # %% ../nbs/13_cli.ipynb #9579c660
 def _synth_mrnet(args):
     dest = synth_mrnet(**_kwargs(args, synth_mrnet))
-    print(f'{args.n_train} train and {args.n_valid} valid exams in MRNet layout in {dest}')
+    print(f"{args.n_train} train and {args.n_valid} valid exams in {'MRNet layout' if args.fmt == 'npy' else 'DICOM MR studies'} in {dest}")
 
 def _synth_radiographs(args):
     df = synth_radiographs(**_kwargs(args, synth_radiographs))
@@ -101,6 +101,7 @@ def _add_synth(sub):
     m,d = _synth_parser(kinds, 'mrnet', synth_mrnet, _synth_mrnet, 'MRNet exams: <split>/<plane>/NNNN.npy and <split>-<task>.csv')
     _shared(m, d, 'n_train', 'n_valid', 'difficulty')
     _opt(m, d, 'size', type=int, help='slice height and width in pixels (default: %(default)s, as MRNet)')
+    _opt(m, d, 'fmt', '--format', choices=('npy', 'dicom'), help="'npy': MRNet's volumes; 'dicom': a DICOM MR study folder per exam (default: %(default)s)")
     r,d = _synth_parser(kinds, 'radiographs', synth_radiographs, _synth_radiographs, 'DICOM knee radiographs with Schatzker fractures and labels.csv')
     _opt(r, d, 'n', type=int, help='images (default: %(default)s)')
     _opt(r, d, 'size', type=int, help='image side in pixels (default: %(default)s)')
@@ -275,7 +276,7 @@ def _add_predict(sub):
     p,d = sub.add_parser('predict', help='per-task (per-class) probabilities of exams or radiographs',
                          description='Print per-task probabilities as JSON (or CSV).'),_defaults(Predictor.load, Predictor.predict_split)
     p.add_argument('--model', type=Path, required=True, help='a model folder (model.safetensors + config.json)')
-    p.add_argument('exams', nargs='*', type=Path, help='exam folders holding sagittal.npy, coronal.npy, axial.npy; for a radiograph model, DICOM or image files')
+    p.add_argument('exams', nargs='*', type=Path, help='exam folders holding sagittal.npy, coronal.npy, axial.npy, or DICOM MR study folders or zips; for a radiograph model, DICOM or image files')
     p.add_argument('--data', type=Path, help='or: an MRNet folder, to predict every exam of --split')
     _opt(p, d, 'split', help="the split of --data (default: %(default)s)")
     p.add_argument('--csv', action='store_true', help='CSV with an id column and one column per task')
@@ -357,7 +358,9 @@ def _add_app(sub):
 
 # %% ../nbs/13_cli.ipynb #e7a1c0df
 def _explain(args):
-    res = explain(**_kwargs(args, explain))
+    with tempfile.TemporaryDirectory() as tmp:
+        args.inputs = _study_exams(args.inputs, args.model_dir, Path(tmp))  # DICOM studies as MRNet exam folders
+        res = explain(**_kwargs(args, explain))
     failed = [s['error'] for s in res.values() if 'error' in s]
     for name,s in res.items():
         if 'tasks' in s:
@@ -375,7 +378,7 @@ def _add_explain(sub):
                                      'explain.json per task) or, for a radiograph model, of DICOM or image files.'),_defaults(explain)
     p.add_argument('--model', dest='model_dir', type=Path, required=True, help='a model folder (model.safetensors + config.json)')
     p.add_argument('inputs', nargs='+', type=Path, metavar='EXAM',
-                   help='exam folders holding sagittal.npy, coronal.npy, axial.npy; for a radiograph model, DICOM or image files or folders')
+                   help='exam folders holding sagittal.npy, coronal.npy, axial.npy, or DICOM MR study folders or zips; for a radiograph model, DICOM or image files or folders')
     p.add_argument('--out', type=Path, required=True, help='folder to write the PNGs and explain.json to')
     _opt(p, d, 'tasks', '--task', type=_csv_list,
          help='comma-separated tasks to explain (default: every task); radiographs: classes (default: the most probable)')
@@ -447,3 +450,52 @@ def _add_serve(sub):
     p.set_defaults(func=_serve)
 
 _SUBCOMMANDS.append(_add_serve)
+
+# %% ../nbs/13_cli.ipynb #78ecb473
+import tempfile
+from .mri import import_mri, exam_from_dicom, is_dicom_study, write_exam, MRNET_PROTOCOL
+from .models import model_inputs
+
+def _protocol(s:str) -> dict:
+    "`plane=sequence,...` as a dict, e.g. 'axial=T2 fat-sat' -> {'axial': 'T2 fat-sat'}"
+    res = dict(o.split('=', 1) for o in _csv_list(s) if '=' in o)
+    bad = [o for o in _csv_list(s) if '=' not in o] + [k for k in res if k not in MRNET_PROTOCOL]
+    if bad: raise argparse.ArgumentTypeError(f"expected plane=sequence pairs with planes among {', '.join(MRNET_PROTOCOL)}, got {s!r}")
+    return {k.strip(): v.strip() for k,v in res.items()}
+
+def _import_mri(args):
+    df = import_mri(**_kwargs(args, import_mri))
+    print(f"{(df.status != 'failed').sum()} of {len(df)} studies imported into {args.dest} ({(df.status == 'skipped').sum()} already there); "
+          f"manifest: {Path(args.dest)/'manifest.csv'}")
+    for r in df[df.issues != ''].itertuples(): print(f'{r.study}: {r.issues}')
+    for r in df[df.status == 'failed'].itertuples(): print(f'kneeai import-mri: {r.reason}', file=sys.stderr)
+    if (df.status == 'failed').any(): raise SystemExit(1)
+
+def _add_import_mri(sub):
+    p,d = sub.add_parser('import-mri', help='DICOM MR studies to MRNet exam folders (one series per plane, chosen by the protocol)',
+                         description='Import every study under SRC (a folder or zip of DICOM files each) into DEST/<study>/<plane>.npy, '
+                                     'with exam.json per study and manifest.csv; resumable.'),_defaults(import_mri)
+    p.add_argument('src', type=Path, help='folder of studies: one sub-folder or zip of DICOM files per study (never modified)')
+    p.add_argument('dest', type=Path, help='output folder')
+    _opt(p, d, 'size', type=int, help="slice side in pixels (default: %(default)s, as MRNet's)")
+    _opt(p, d, 'protocol', type=_protocol, help="sequence wanted per plane, e.g. 'axial=T2 fat-sat' (default: MRNet's: "
+         + ', '.join(f'{k}={v}' for k,v in MRNET_PROTOCOL.items()) + ')')
+    _opt(p, d, 'min_slices', type=int, help='shorter series are rejected (default: %(default)s)')
+    _opt(p, d, 'n_workers', '--workers', type=int, help='processes (default: one per CPU; 0: none)')
+    _opt(p, d, 'phi', action='store_true', help='keep the real UIDs in the manifests (default: pseudonymous ones)')
+    _opt(p, d, 'overwrite', action='store_true', help='import studies again (and allow other settings than last time)')
+    _shared(p, d, 'progress')
+    p.set_defaults(func=_import_mri)
+
+_SUBCOMMANDS.append(_add_import_mri)
+
+# %% ../nbs/13_cli.ipynb #ec9ed87c
+def _reads_exams(model_dir) -> bool:
+    "Whether the model in `model_dir` reads MRNet exams (False if its config cannot be read: loading it will say why)"
+    try: return model_inputs(json.loads((Path(model_dir)/'config.json').read_text())) == 'exams'
+    except Exception: return False
+
+def _study_exams(inputs, model_dir, tmp:Path) -> list:
+    "`inputs` with each DICOM study (folder or zip) imported into an exam folder under `tmp`, if the model reads exams"
+    if not _reads_exams(model_dir): return inputs
+    return [write_exam(exam_from_dicom(i), tmp/(i.stem if i.suffix.lower() == '.zip' else i.name)) if is_dicom_study(i) else i for i in inputs]
