@@ -112,11 +112,20 @@ def _add_synth(sub):
     _opt(u, d, 'size', type=int, help='image side in pixels (default: %(default)s)')
 
 # %% ../nbs/13_cli.ipynb #9c492aa8
+from .deid import OPTIONS, deid_key_file, deidentify_folder
+
 def _names(paths) -> str: return ', '.join(map(str, paths))
+
+def _key_note(args):
+    "Say which key made the pseudonyms (never the key itself)"
+    print(f'pseudonyms keyed by {args.key or deid_key_file()}: keep it secret and apart from the data', file=sys.stderr)
+
+def _profile_kw(args) -> dict: return {o: getattr(args, o) for o in OPTIONS} | dict(keep=tuple(args.keep), key=args.key)
 
 def _dicom_meta(args):
     src = args.files[0] if len(args.files) == 1 else args.files
-    df = dicom_meta(src, phi=args.phi, keep=tuple(args.keep), salt=args.salt, progress=not args.quiet)
+    df = dicom_meta(src, phi=args.phi, pseudonymous_fname=not args.phi, progress=not args.quiet, **_profile_kw(args))
+    if not args.phi: _key_note(args)
     if args.out:
         with atomic_write(args.out, 'w') as f: df.to_csv(f, index=False)
         print(f'{len(df)} files, {int(df["error"].notna().sum()) if "error" in df else 0} unreadable: {args.out}')
@@ -125,35 +134,42 @@ def _dicom_meta(args):
 
 def _deidentify(args):
     src,dest = Path(args.src),Path(args.dest)
-    if src.is_file(): return print(deidentify(src, dest, salt=args.salt, keep=tuple(args.keep)))
-    n,failed = 0,[]
-    for f in dicom_files(src):
-        try: deidentify(f, dest/f.relative_to(src), salt=args.salt, keep=tuple(args.keep)); n += 1
-        except DicomError as e: failed.append(e)
-    for e in failed: print(f'skipped {e}', file=sys.stderr)
-    print(f'{n} de-identified copies in {dest}, {len(failed)} files skipped (burned-in text in the pixels is not removed)')
-    if failed and not n: raise DicomError(src, 'no file could be de-identified')
+    kw = _profile_kw(args) | dict(allow_burned_in=args.allow_burned_in)
+    if src.is_file():
+        out = deidentify(src, dest, **kw); _key_note(args); return print(out)
+    man = deidentify_folder(src, dest, **kw)
+    _key_note(args)
+    bad = man[man.status != 'ok']
+    for r in bad.itertuples(): print(f'{r.status}: {r.source}: {r.reason}', file=sys.stderr)
+    n = man.status.value_counts()
+    print(f"{n.get('ok', 0)} de-identified copies in {dest}, {n.get('refused', 0)} refused (burned-in annotation), "
+          f"{n.get('failed', 0)} failed")
+    if len(bad): raise DicomError(src, f'{len(bad)} of {len(man)} files were not de-identified (listed above)')
 
 def _add_dicom(sub):
-    d = _defaults(dicom_meta)
-    salt = dict(default=os.environ.get('KNEEAI_SALT', d['salt']), help='key for pseudonymous IDs and UIDs (default: $KNEEAI_SALT)')
+    d = _defaults(dicom_meta, deidentify)
+    key = dict(type=Path, default=d['key'], metavar='FILE',
+               help='file holding the secret that keys the pseudonyms (default: deid.key in $KNEEAI_HOME or ~/.kneeai, made at random on first use)')
     keep = dict(nargs='*', default=d['keep'], metavar='TAG', help='DICOM keywords to keep anyway, e.g. PatientSex PatientAge')
+    def profile(p):
+        p.add_argument('--key', dest='key', **key)
+        p.add_argument('--keep', dest='keep', **keep)
+        for o,c in OPTIONS.items(): _opt(p, d, o, action='store_true', help=f"DICOM PS3.15's {c.meaning}")
     p = sub.add_parser('dicom-meta', help='DICOM tags of files or folders as CSV, identifying tags removed',
                        description='Write the DICOM tags of files or folders as CSV, one row per file.')
     p.add_argument('files', nargs='+', type=Path, help='DICOM files or folders (searched recursively)')
     p.add_argument('-o', '--out', type=Path, help='CSV file to write (default: standard output)')
-    _opt(p, d, 'phi', action='store_true', help='keep patient-identifying tags (names, IDs, dates, ...)')
-    p.add_argument('--keep', dest='keep', **keep)
-    p.add_argument('--salt', dest='salt', **salt)
+    _opt(p, d, 'phi', action='store_true', help='keep patient-identifying tags (names, IDs, dates, ...) and file paths')
+    profile(p)
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bar')
     p.set_defaults(func=_dicom_meta)
     r = sub.add_parser('deidentify', help='write de-identified copies of DICOM files',
-                       description='Write copies of DICOM files without the identifying attributes of DICOM PS3.15 '
-                                   "basic profile. Sources are never modified. Text burned into the pixels is not removed.")
+                       description="Write copies of DICOM files with DICOM PS3.15's basic confidentiality profile applied, "
+                                   'under pseudonymous paths. Sources are never modified. Text burned into the pixels is not removed.')
     r.add_argument('src', type=Path, help='a DICOM file or a folder of them')
-    r.add_argument('dest', type=Path, help='file or folder to write the copies to (folder structure is kept)')
-    r.add_argument('--keep', dest='keep', **keep)
-    r.add_argument('--salt', dest='salt', **salt)
+    r.add_argument('dest', type=Path, help='file or folder to write the copies to (as <patient>/<study>/<series>/<instance>.dcm)')
+    profile(r)
+    _opt(r, d, 'allow_burned_in', action='store_true', help='also copy images marked BurnedInAnnotation=YES (their pixels may identify the patient)')
     r.set_defaults(func=_deidentify)
 
 # %% ../nbs/13_cli.ipynb #89cc87ab
