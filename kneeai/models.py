@@ -6,7 +6,8 @@ Docs: https://kneeai.github.io/kneeai/models.html.md"""
 
 # %% ../nbs/07_models.ipynb #ca0e1a5c
 from __future__ import annotations
-import os, socket, difflib, json, contextlib
+import os, math, inspect, socket, difflib, json, contextlib
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 import numpy as np, torch, torchvision
@@ -17,13 +18,14 @@ from fastai.torch_core import Module, params
 from fastcore.basics import store_attr
 from fastcore.foundation import L
 from .core import PLANES, MRNET_TASKS, ModelError, DataError, atomic_write
+from .preprocess import MIN_SIDE, MAX_SIDE, preprocess_radiograph
 
 # %% auto #0
-__all__ = ['BODY_KIND', 'MODEL_KINDS', 'tv_archs', 'tv_weights_file', 'fold_gray', 'small_cnn', 'save_weights', 'body_file',
-           'n_features', 'create_backbone', 'last_conv', 'slice_mask', 'pack_slices', 'max_over_slices', 'SliceEncoder',
-           'MRNet', 'TripleMRNet', 'mrnet_splitter', 'register_model_kind', 'model_kind', 'model_inputs',
-           'model_from_config', 'CoralHead', 'coral_probs', 'CoralLoss', 'RadiographNet', 'radiograph_splitter',
-           'output_probs', 'output_names', 'PlaneStacker']
+__all__ = ['BODY_KIND', 'MODEL_KINDS', 'MAX_OUTPUTS', 'tv_archs', 'tv_weights_file', 'fold_gray', 'small_cnn', 'save_weights',
+           'body_file', 'n_features', 'create_backbone', 'last_conv', 'slice_mask', 'pack_slices', 'max_over_slices',
+           'SliceEncoder', 'MRNet', 'TripleMRNet', 'mrnet_splitter', 'register_model_kind', 'model_kind',
+           'model_inputs', 'check_model_config', 'check_config', 'model_from_config', 'CoralHead', 'coral_probs',
+           'CoralLoss', 'RadiographNet', 'radiograph_splitter', 'output_probs', 'output_names', 'PlaneStacker']
 
 # %% ../nbs/07_models.ipynb #34ff5c95
 def _tv_cut(arch:str):
@@ -394,14 +396,85 @@ def model_inputs(cfg:dict) -> str:
     "What a saved model reads: 'exams' or 'images'"
     return MODEL_KINDS[model_kind(cfg)]['inputs']
 
+# %% ../nbs/07_models.ipynb #bf81aee1
+MAX_OUTPUTS = 10_000 # Most tasks or classes a saved model may have
+_MISSING = object()
+
+def _is_int(v, lo, hi) -> bool: return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+def _is_num(v, lo=-math.inf, hi=math.inf) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+def _is_names(v) -> bool: return (isinstance(v, list) and 0 < len(v) <= MAX_OUTPUTS and len({str(o) for o in v}) == len(v)
+                                  and all(isinstance(o, (str, int)) and not isinstance(o, bool) for o in v))
+def _is_planes(v) -> bool: return isinstance(v, list) and 0 < len(v) == len(set(map(str, v))) and all(p in PLANES for p in v)
+
+def _entry(part:dict, key:str, ok, expected:str, fn=None, where:str='model', default=_MISSING):
+    "`part[key]` if `ok` says it is acceptable, `default` if absent; else a `ModelError` naming `fn` and `where.key`"
+    if key not in part:
+        if default is not _MISSING: return default
+        raise ModelError(fn, f'{where}.{key} is missing (expected {expected})', hint='was the config written by save_model?')
+    if not ok(part[key]): raise ModelError(fn, f'{where}.{key} is {json.dumps(part[key], default=str)[:60]}: expected {expected}')
+    return part[key]
+
+# %% ../nbs/07_models.ipynb #70713f35
+def check_model_config(m:dict, # The `model` entry of a saved config
+                       fn=None, # The file it was read from, named in errors
+                      ) -> dict:
+    "`m` if its kind is known and its entries have the types and ranges a model can be built from, else a `ModelError`"
+    if not isinstance(m, dict): raise ModelError(fn, 'model is not an object (kind, arch, n_out, ...)', hint='was the config written by save_model?')
+    e = partial(_entry, m, fn=fn, where='model')
+    kind = e('kind', lambda v: isinstance(v, str), 'a model kind')
+    if kind not in MODEL_KINDS: raise ModelError(fn, f'model.kind {kind!r} is not a model kind kneeai can build', hint=f'kinds: {", ".join(MODEL_KINDS)}')
+    e('arch', lambda v: isinstance(v, str) and 0 < len(v) <= 256, 'a backbone name')
+    e('n_out', lambda v: _is_int(v, 1, MAX_OUTPUTS), f'an integer from 1 to {MAX_OUTPUTS}')
+    e('in_chans', lambda v: _is_int(v, 1, 3) and v != 2, '1 or 3', default=None)
+    e('planes', _is_planes, f'a list of planes among {", ".join(PLANES)}', default=None)
+    e('shared', lambda v: isinstance(v, bool), 'true or false', default=None)
+    e('head', lambda v: v in ('linear', 'coral'), "'linear' or 'coral'", default=None)
+    e('dropout', lambda v: _is_num(v, 0, .999), 'a number from 0 to below 1', default=None)
+    return m
+
+# %% ../nbs/07_models.ipynb #6835dde3
+_PREP_KEYS = set(inspect.signature(preprocess_radiograph).parameters) - {'img', 'size', 'steps'}
+
+def _check_data(d:dict, inputs:str, fn=None) -> list:
+    "The names of the outputs of a saved config's `data` entry, checked for a model that reads `inputs`"
+    e,side = partial(_entry, d, fn=fn, where='data'),f'an integer from {MIN_SIDE} to {MAX_SIDE}'
+    if inputs == 'exams':
+        e('planes', _is_planes, f'a list of planes among {", ".join(PLANES)}')
+        e('size', lambda v: v is None or _is_int(v, MIN_SIDE, MAX_SIDE), f'null or {side}', default=None)
+        e('mean', _is_num, 'a number'); e('std', lambda v: _is_num(v, 1e-6), 'a positive number')
+        return e('tasks', _is_names, 'a list of task names')
+    e('size', lambda v: _is_int(v, MIN_SIDE, MAX_SIDE), side)
+    ch = e('in_chans', lambda v: v in (1, 3) and not isinstance(v, bool), '1 or 3', default=1)
+    for k,lo in (('mean', -math.inf), ('std', 1e-6)):
+        e(k, lambda v: v is None or isinstance(v, list) and len(v) in (1, ch) and all(_is_num(o, lo) for o in v),
+          f'null or a list of 1 or {ch} {"positive " if lo > 0 else ""}numbers', default=None)
+    e('prep', lambda v: isinstance(v, bool) or isinstance(v, dict) and set(v) <= _PREP_KEYS,
+      f'true, false or an object with some of {", ".join(sorted(_PREP_KEYS))}', default=True)
+    e('clahe', lambda v: v is None or _is_num(v, 1e-6, 1), 'null or a clip limit from 0 to 1', default=None)
+    return e('classes', _is_names, 'a list of classes') if 'classes' in d or 'vocab' not in d else e('vocab', _is_names, 'a list of classes')
+
+# %% ../nbs/07_models.ipynb #debbec4c
+def check_config(cfg:dict, # A saved model's config (the content of its `config.json`)
+                 fn=None, # The file it was read from, named in errors
+                ) -> dict:
+    "`cfg` if kneeai can build and feed the model it describes (known kind, types, ranges), else a `ModelError` naming `fn` and the key"
+    if not isinstance(cfg, dict) or not isinstance(cfg.get('data'), dict):
+        raise ModelError(fn, 'not a kneeai model config (no data entry)', hint='point to a folder written by save_model')
+    m = check_model_config(cfg.get('model'), fn)
+    names = _check_data(cfg['data'], MODEL_KINDS[m['kind']]['inputs'], fn)
+    if m['n_out'] != len(names): raise ModelError(fn, f"model.n_out is {m['n_out']} but the data entry names {len(names)} outputs")
+    th = cfg.get('thresholds')
+    if th is not None and not (isinstance(th, dict) and all(_is_num(v, 0, 1) for v in th.values())):
+        raise ModelError(fn, 'thresholds is not null or an object of probabilities from 0 to 1')
+    return cfg
+
 # %% ../nbs/07_models.ipynb #68c34851
 def model_from_config(cfg:dict, # The `model` entry of a `config.json`
                       meta:bool=False, # Build on PyTorch's meta device: shapes only, to be filled by `load_state_dict(..., assign=True)`
                      ) -> nn.Module:
     "An untrained model built as `cfg` says (no weights are downloaded)"
-    cfg = dict(cfg)
-    kind = cfg.pop('kind', None)
-    if kind not in MODEL_KINDS: raise ModelError(kind, 'not a model kind kneeai can build', hint='the config was written by a newer kneeai?')
+    cfg = dict(check_model_config(cfg))
+    kind = cfg.pop('kind')
     try:
         with (torch.device('meta') if meta else contextlib.nullcontext()): return MODEL_KINDS[kind]['build'](**cfg)
     except TypeError as e: raise ModelError(kind, f'the config does not fit this model kind ({e})') from None

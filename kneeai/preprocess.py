@@ -22,7 +22,7 @@ from fasttransform import DisplayedTransform
 from .dicom import dcm2float, dicom_files
 
 # %% auto #0
-__all__ = ['WORK_SIZE', 'MIN_SIDE', 'KNEE_SCALE', 'MANIFEST_COLUMNS', 'IMAGE_BITS', 'OUTPUT_FORMATS', 'JOURNAL_NAME',
+__all__ = ['WORK_SIZE', 'MIN_SIDE', 'MAX_SIDE', 'KNEE_SCALE', 'MANIFEST_COLUMNS', 'IMAGE_BITS', 'OUTPUT_FORMATS', 'JOURNAL_NAME',
            'working_image', 'exposed_field', 'body_mask', 'percentile_norm', 'clean_background', 'kornia_clahe_args',
            'clahe', 'clahe_batch', 'CLAHE', 'knee_geometry', 'knee_box', 'crop_box', 'box_iou', 'box_contains',
            'knee_box_scores', 'preprocess_radiograph', 'output_name', 'save_image', 'image01', 'load_image',
@@ -31,6 +31,7 @@ __all__ = ['WORK_SIZE', 'MIN_SIDE', 'KNEE_SCALE', 'MANIFEST_COLUMNS', 'IMAGE_BIT
 # %% ../nbs/02_preprocess.ipynb #d59e1aaf
 WORK_SIZE = 256 # Longest side of the reduced image on which field, body and knee are found
 MIN_SIDE = 16 # Smallest side of a radiograph kneeai accepts: the working image keeps 4 pixels across, the field finder 2 steps of 2 on each side
+MAX_SIDE = 8192 # Largest side kneeai makes images at (preprocessed outputs, a model's input): 256 MB as float32
 
 def _check_image(img, min_side:int=MIN_SIDE) -> np.ndarray:
     "`img` as a finite float32 2-D array (colour to luma), or a `DataError`"
@@ -473,7 +474,7 @@ def preprocess_folder(src, # Folder of DICOM files (searched recursively; never 
     src,dest = Path(src),Path(dest)
     if not src.is_dir(): raise DataError(src, 'is not a folder', hint='pass the folder that holds the DICOM files')
     if fmt not in OUTPUT_FORMATS: raise DataError(None, f"format must be 'png' or 'npy', not {fmt!r}")
-    if not (isinstance(size, (int, np.integer)) and MIN_SIDE <= size <= 8192): raise DataError(None, f'size must be an integer from {MIN_SIDE} to 8192, not {size!r}')
+    if not (isinstance(size, (int, np.integer)) and MIN_SIDE <= size <= MAX_SIDE): raise DataError(None, f'size must be an integer from {MIN_SIDE} to {MAX_SIDE}, not {size!r}')
     if n_workers is not None and not (isinstance(n_workers, (int, np.integer)) and n_workers >= 0): raise DataError(None, f'n_workers must be 0 or more, not {n_workers!r}')
     if dest.exists() and not dest.is_dir(): raise DataError(dest, 'exists and is not a folder')
     if dest.resolve() == src.resolve() or src.resolve() in dest.resolve().parents:
