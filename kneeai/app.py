@@ -382,7 +382,7 @@ def _dicom_section(st, files, phi):
     if not dcm: return
     st.subheader('DICOM metadata')
     st.caption('Showing identifying attributes: do not share this page.' if phi else
-               'Identifying attributes (names, IDs, dates, addresses, free text, private tags) are hidden; UIDs are pseudonymous.')
+               'Identifying attributes (DICOM PS3.15 basic profile: names, IDs, dates, addresses, free text, devices, institutions, private tags) are hidden; UIDs are pseudonymous.')
     for n,d in dcm:
         with st.expander(n):
             try: st.table(dicom_table(n, d, phi))
