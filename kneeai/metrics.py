@@ -19,7 +19,7 @@ from .core import MRNET_TASKS, DataError
 __all__ = ['youden_threshold', 'youden_thresholds', 'boot_counts', 'weighted_auc', 'confusion_counts', 'rates', 'binary_report',
            'mrnet_report', 'format_report', 'report_markdown', 'plot_roc', 'plot_confusion', 'task_auc', 'mean_auc',
            'auc_metrics', 'ovr_auc', 'balanced_accuracy', 'kappa', 'radiograph_metrics', 'radiograph_report',
-           'plot_class_confusion']
+           'plot_class_confusion', 'NotLearntWarning', 'learning_check', 'class_learning_check', 'not_learnt_message']
 
 # %% ../nbs/08_metrics.ipynb #0ce9c23b
 def _as_np(a) -> np.ndarray:
@@ -362,3 +362,59 @@ def plot_class_confusion(y, # True class indices `(n,)`
                                                                                values_format='.2f' if normalize else 'd')
     ax.set(title=title, xlabel='predicted', ylabel='true')
     return ax
+
+# %% ../nbs/08_metrics.ipynb #68b0b235
+class NotLearntWarning(UserWarning):
+    "A trained model's predictions on its tuning split show that it learnt nothing (see `learning_check`)"
+
+# %% ../nbs/08_metrics.ipynb #2d154dba
+def learning_check(y_true, # Labels of the tuning split `(n, n_tasks)` 0/1, as for `mrnet_report`
+                   probs, # Probabilities for the same items
+                   tasks=MRNET_TASKS, # Task names, in column order
+                   min_spread:float=0.01, # A standard deviation of a task's probabilities below this: they barely vary
+                   n_boot:int=1000, alpha:float=.05, seed:int=0, # Bootstrap of the AUC's interval
+                  ) -> dict:
+    "Task -> why the model seems to have learnt nothing for it, from its predictions on a tuning split (empty: no such sign)"
+    y,p = _check(y_true, probs, tasks)
+    W,res = boot_counts(len(y), n_boot, seed),{}
+    for j,t in enumerate(tasks):
+        sd = p[:, j].std()
+        if sd < min_spread: res[t] = f'its probabilities barely vary (all between {p[:, j].min():.3f} and {p[:, j].max():.3f})'
+        elif y[:, j].min() < y[:, j].max():
+            lo,hi = _ci(weighted_auc(y[:, j], p[:, j], W), alpha)
+            if not lo > .5: res[t] = f'its AUC {_skl(roc_auc_score, y[:, j], p[:, j]):.2f} ({lo:.2f}, {hi:.2f}) is not above chance by more than its interval'
+    return res
+
+# %% ../nbs/08_metrics.ipynb #8b3be518
+def class_learning_check(y, # True classes `(n,)` (indices into `classes`), or `(n, n_labels)` 0/1 for multi-label
+                         probs, # Probabilities `(n, K)`
+                         classes, # Class names, in column order
+                         multilabel:bool=False, # Multi-label: `learning_check` per label
+                         min_spread:float=0.01, n_boot:int=1000, alpha:float=.05, seed:int=0, # See `learning_check`
+                        ) -> dict:
+    "Class (or 'all') -> why the classifier seems to have learnt nothing about it on a tuning split (empty: no such sign)"
+    classes = [str(c) for c in classes]
+    if multilabel: return learning_check(np.asarray(y), np.asarray(probs), classes, min_spread, n_boot, alpha, seed)
+    y,p = np.asarray(y).astype(int).reshape(-1),np.asarray(probs, dtype=float)
+    if p.shape != (len(y), len(classes)): raise DataError(f'probabilities {p.shape}', f'expected ({len(y)}, {len(classes)}) for classes {classes}')
+    pred,res = p.argmax(1),{}
+    for c,name in enumerate(classes):
+        if (y == c).any() and not (pred == c).any(): res[name] = f'never the most probable class (on {(y == c).sum()} images of it)'
+    if p.std(0).max() < min_spread: res['all'] = 'the probabilities barely vary from image to image'
+    elif len(np.unique(y)) > 1:
+        W = boot_counts(len(y), n_boot, seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            lo,hi = _ci(np.nanmean([weighted_auc(y == c, p[:, c], W) for c in np.unique(y)], 0), alpha)
+        if not lo > .5: res['all'] = f'the mean one-vs-rest AUC {ovr_auc(p, y):.2f} ({lo:.2f}, {hi:.2f}) is not above chance by more than its interval'
+    return res
+
+# %% ../nbs/08_metrics.ipynb #cee4bcc4
+def not_learnt_message(problems:dict, # From `learning_check` or `class_learning_check`
+                       split:str='tuning split', # Where the predictions came from
+                       hint:str='train longer, or try another learning rate, a smaller body or pretrained weights', # What to try
+                      ) -> str|None:
+    "The warning for a model that learnt nothing (None if `problems` is empty)"
+    if not problems: return None
+    what = '; '.join(f'{k}: {v}' for k,v in problems.items())
+    return f'The model seems to have learnt nothing for {", ".join(problems)} (on the {split}: {what}). Try: {hint}.'
