@@ -462,6 +462,7 @@ def _add_serve(sub):
     _opt(p, d, 'name', help="the model's name in answers (default: its folder's)")
     _opt(p, d, 'log_level', choices=('critical', 'error', 'warning', 'info', 'debug'), help='(default: %(default)s)')
     _shared(p, d, 'device')
+    _opt(p, d, 'threads', type=int, help='CPU threads of torch per worker (default: one per core; with N workers, cores/N)')
     _opt(p, d, 'trust_pickle', action='store_true', help='allow a pickled fastai model (export.pkl): only one you made or trust')
     p.set_defaults(func=_serve)
 
