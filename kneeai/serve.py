@@ -12,8 +12,9 @@ __all__ = ['API_KEY_ENV', 'SERVE_ENV', 'model_digest', 'single_label', 'model_in
 # %% ../nbs/12b_serve.ipynb #cb12db4f
 import asyncio, base64, contextlib, hashlib, hmac, io, ipaddress, json, logging, os, tempfile, time, traceback, uuid, zipfile, zlib
 from concurrent.futures import ThreadPoolExecutor
+from fastcore.meta import delegates
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, torch
 import kneeai
 from .core import PLANES, KneeaiError, DataError, VolumeError, ModelError
 from .volumes import load_volume
@@ -222,7 +223,11 @@ def predict_batch(pred:Predictor, # The loaded model
                  ) -> list: # Per request: a DataFrame (one row per input, one column per output) or a `KneeaiError`
     "Probabilities of several requests' inputs in one batch"
     if pred.inputs == 'exams':
-        df = pred.predict_exams(items, ids=[str(i) for i in range(len(items))], bs=len(items))
+        with tempfile.TemporaryDirectory() as d:  # folders, not arrays: see below
+            for i,e in enumerate(items):
+                (Path(d)/str(i)).mkdir()
+                for p,v in e.items(): np.save(Path(d)/str(i)/f'{p}.npy', v)
+            df = pred.predict_exams([Path(d)/str(i) for i in range(len(items))], bs=len(items))
         errs = df['error'] if 'error' in df else pd.Series(dtype=object)
         return [VolumeError(reason=errs[str(i)]) if isinstance(errs.get(str(i)), str) else df.loc[[str(i)], pred.names] for i in range(len(items))]
     flat = {f'{i}/{j}': x for i,xs in enumerate(items) for j,(_,x) in enumerate(xs)}
@@ -431,10 +436,12 @@ def serve_app(model, # A loaded `Predictor`, or a model folder (loaded here)
               timeout:float=60., # Longest time for one request, in seconds
               trust_pickle:bool=False, # Allow a pickled `export.pkl` model (only one you made or trust)
               device=None, # Where the model runs (default: the best available)
+              threads:int|None=None, # CPU threads of torch in this process (default: torch's, one per core; with N workers, cores/N)
              ):
     "The FastAPI application of `kneeai serve` around one model"
     from fastapi import FastAPI, Request, Query
     from fastapi.responses import Response
+    if threads: torch.set_num_threads(threads)
     pred = model if isinstance(model, Predictor) else Predictor.load(model, device, trust_pickle)
     svc = _Service(pred, key, name, max_batch, batch_wait_ms, max_upload_mb, max_files, timeout)
     @contextlib.asynccontextmanager
@@ -486,15 +493,21 @@ def app_from_env():
     return serve_app(key=api_key(opts.pop('api_key_file')), **opts)
 
 # %% ../nbs/12b_serve.ipynb #d81f6794
+def _need_serve_extra():
+    import importlib.util
+    missing = [m for m in ('fastapi', 'uvicorn', 'multipart', 'prometheus_client') if importlib.util.find_spec(m) is None]
+    if missing: raise KneeaiError(', '.join(missing), 'kneeai serve needs these packages, which are not installed', hint='pip install "kneeai[serve]"')
+
+@delegates(serve_app, but=['key'])
 def serve(model, # A model folder (`model.safetensors` + `config.json`)
           host:str='127.0.0.1', # Where to listen; anything but loopback needs an API key
           port:int=8000, # The port
           workers:int=1, # Processes, each with its own copy of the model
           api_key_file=None, # A file holding the API key (default: $KNEEAI_API_KEY; none: no key)
           log_level:str='info', # uvicorn's and the service's log level
-          **kwargs, # Passed to `serve_app`: max_batch, batch_wait_ms, max_upload_mb, max_files, timeout, trust_pickle, device, name
-         ):
-    "Run the REST service on `model` until stopped"
+          **kwargs):
+    "Run the REST service on `model` until stopped (Ctrl-C or SIGTERM: requests in flight are finished first)"
+    _need_serve_extra()
     import uvicorn
     key = api_key(api_key_file)
     check_bind(host, key)
