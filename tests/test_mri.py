@@ -101,8 +101,8 @@ def test_zip_and_import_mri(exam, tmp_path):
     again = import_mri(src, tmp_path/'out', size=32, n_workers=0, progress=False)
     assert list(again.status) == ['skipped', 'skipped', 'failed']
 
-def test_predict_on_a_study_equals_the_exam(exam, tmp_path):
-    "`kneeai predict --model M STUDY` gives the probabilities of the MRNet-layout exam the study was written from"
+def test_predict_and_explain_on_a_study(exam, tmp_path):
+    "`kneeai predict --model M STUDY` gives the probabilities of the MRNet-layout exam the study was written from; `explain` reads it too"
     import torch
     from kneeai.models import TripleMRNet
     from kneeai.learner import save_model
@@ -120,6 +120,10 @@ def test_predict_on_a_study_equals_the_exam(exam, tmp_path):
     res = json.loads(r.stdout)
     assert set(res) == {'exam', 'study'}
     for t in ('abnormal', 'acl', 'meniscus'): assert abs(res['exam'][t] - res['study'][t]) < 1e-6
+    r = kneeai_cmd('explain', '--model', tmp_path/'model', tmp_path/'study', '--out', tmp_path/'cams', '--task', 'acl', '--top', '1')
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path/'cams'/'study'/'explain.json').read_text())
+    assert abs(summary['probs']['acl'] - res['study']['acl']) < 1e-4 and (tmp_path/'cams'/'study'/'acl'/'mosaic.png').exists()
 
 PYDICOM_MR = ['MR_small.dcm', 'MR_small_RLE.dcm', 'MR_small_bigendian.dcm', 'MR_small_jp2klossless.dcm', 'MR_small_padded.dcm',
               'MR_truncated.dcm', 'MR2_UNCR.dcm', 'MR-SIEMENS-DICOM-WithOverlays.dcm', 'emri_small.dcm', 'emri_small_RLE.dcm',
