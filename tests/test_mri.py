@@ -149,3 +149,18 @@ def test_pydicom_mr_files():
     assert all((Path(f).name, False) in errs for f in fs)  # one slice is no exam
     assert 'truncated' in errs['MR_truncated.dcm', True] and 'no ImageOrientationPatient' in errs['emri_small.dcm', True]
     assert exam_from_dicom([f for f in fs if Path(f).name == 'MR_small.dcm'][0], min_slices=1, planes=('axial',))['axial'].shape == (1, 64, 64)
+
+def test_enhanced_per_frame_rescale(exam, tmp_path):
+    "An enhanced MR file whose frames rescale differently (PixelValueTransformationSequence per frame) reads as the same volume"
+    write_mr_study(exam, tmp_path/'st', seed=13, multiframe=True, localiser=False, decoy=False)
+    for f in (tmp_path/'st').iterdir():
+        ds = pydicom.dcmread(f)
+        px = ds.pixel_array.copy()
+        for k,item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+            slope = 2. if k % 2 else 1.
+            pvt = pydicom.Dataset(); pvt.RescaleSlope,pvt.RescaleIntercept,pvt.RescaleType = slope,-100.*slope,'US'
+            item.PixelValueTransformationSequence = [pvt]
+            px[k] = (px[k] + 100*slope)/slope  # the same values after the frame's rescale
+        ds.PixelData,ds.BitsStored,ds.HighBit = px.astype(np.uint16).tobytes(),16,15; ds.save_as(f)
+    ex = exam_from_dicom(tmp_path/'st')
+    for p in PLANES: np.testing.assert_array_equal(ex[p], exam[p])
