@@ -164,3 +164,13 @@ def test_enhanced_per_frame_rescale(exam, tmp_path):
         ds.PixelData,ds.BitsStored,ds.HighBit = px.astype(np.uint16).tobytes(),16,15; ds.save_as(f)
     ex = exam_from_dicom(tmp_path/'st')
     for p in PLANES: np.testing.assert_array_equal(ex[p], exam[p])
+
+def test_series_without_numbers(exam, tmp_path):
+    "SeriesNumber is optional (type 2): a study without any still reads, and errors still list its series"
+    write_mr_study(exam, tmp_path/'st', seed=14, localiser=False)
+    for f in (tmp_path/'st').iterdir():
+        ds = pydicom.dcmread(f); del ds.SeriesNumber; ds.save_as(f)
+    ex = exam_from_dicom(tmp_path/'st')
+    for p in PLANES: np.testing.assert_array_equal(ex[p], exam[p])
+    assert ex.manifest['planes']['sagittal']['reason'].startswith('series ?: T2 fat-sat')
+    with pytest.raises(VolumeError, match='no usable axial series'): exam_from_dicom(tmp_path/'st', min_slices=20, planes=('axial',))
