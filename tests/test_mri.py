@@ -174,3 +174,8 @@ def test_series_without_numbers(exam, tmp_path):
     for p in PLANES: np.testing.assert_array_equal(ex[p], exam[p])
     assert ex.manifest['planes']['sagittal']['reason'].startswith('series ?: T2 fat-sat')
     with pytest.raises(VolumeError, match='no usable axial series'): exam_from_dicom(tmp_path/'st', min_slices=20, planes=('axial',))
+
+def test_two_studies_in_one_folder(exam, tmp_path):
+    write_mr_study(exam, tmp_path/'st', seed=15)
+    write_mr_study(exam, tmp_path/'st'/'other', seed=16)
+    with pytest.raises(VolumeError, match='holds 2 studies'): exam_from_dicom(tmp_path/'st')
