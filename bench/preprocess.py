@@ -10,7 +10,13 @@ JPEG-LS files) is written once to `--data` (default: a folder in the temporary d
 images per second (wall clock), it prints the CPU time per image (this process and its workers), which depends much
 less on what else the machine is running: on a busy machine the wall-clock ratio understates what parallelism gives.
 
-Usage: `python bench/preprocess.py [--n 150] [--size 256] [--workers 2] [--reps 2] [--data DIR]`.
+With `--decode`, it measures instead what kneeai's safe decoding path costs per image (issue 13): `dcm2float` on
+one file of each transfer syntax the synthetic set holds (at `--decode-size`, 2048 by default, a radiograph's
+size), as it runs (JPEG-LS and JPEG 2000 decoded in kneeai's decoding child process, with the header checks) and
+with the child switched off (everything decoded in this process: the path before issue 13, plus the checks); the
+difference is the cost of the child. Best of `--reps` x 10 calls each, alternating.
+
+Usage: `python bench/preprocess.py [--n 150] [--size 256] [--workers 2] [--reps 2] [--data DIR] [--decode [--decode-size 2048]]`.
 """
 import argparse, os, resource, shutil, tempfile, time, warnings
 warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
@@ -44,6 +50,35 @@ def timed(f, *args, **kwargs):
     t,c = time.perf_counter(),cpu_seconds(); r = f(*args, **kwargs)
     return time.perf_counter() - t, cpu_seconds() - c, r
 
+def decode_cost(size:int, reps:int):
+    "ms per `dcm2float` call, per transfer syntax, with and without the decoding child (see the module's docstring)"
+    import io, kneeai.dicom as kd
+    from kneeai.dicom import dcm2float
+    from kneeai.synthetic_radiographs import radiograph_plan, synth_radiograph_row, radiograph_dataset, writable_transfer_syntaxes
+    files = {}
+    for ts in writable_transfer_syntaxes():
+        row = radiograph_plan(1, seed=0, transfer_syntaxes={ts: 1}).iloc[0]
+        b = io.BytesIO(); radiograph_dataset(*synth_radiograph_row(row, 0, size), row, 0).save_as(b, enforce_file_format=True)
+        files[ts] = b.getvalue()
+    safe = kd._in_process
+    print(f'dcm2float on {size}x{size} synthetic radiographs (bytes in memory), best of {reps}x10 calls; '
+          f'load average before: {" ".join(f"{x:.2f}" for x in os.getloadavg())}', flush=True)
+    for ts,data in files.items():
+        dcm2float(data)  # starts the child (once per process) outside the timing
+        best = {}
+        for r in range(reps):
+            for mode in ('in process', 'safe path'):
+                kd._in_process = (lambda t: True) if mode == 'in process' else safe
+                try:
+                    t = time.perf_counter()
+                    for _ in range(10): dcm2float(data)
+                    best[mode] = min(best.get(mode, float('inf')), (time.perf_counter() - t)/10)
+                finally: kd._in_process = safe
+        child = 'child' if not safe(pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID) else 'this process'
+        print(f'  {ts:9s} ({len(data)/1e6:5.2f} MB, decoded in {child:12s}): in process {1000*best["in process"]:7.1f} ms, '
+              f'safe path {1000*best["safe path"]:7.1f} ms, difference {1000*(best["safe path"] - best["in process"]):+6.1f} ms/image', flush=True)
+    print(f'(load average after: {" ".join(f"{x:.2f}" for x in os.getloadavg())})')
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--n', type=int, default=150, help='number of synthetic radiographs')
@@ -51,7 +86,10 @@ def main():
     ap.add_argument('--workers', type=int, default=os.cpu_count(), help='processes for preprocess_folder')
     ap.add_argument('--reps', type=int, default=2, help='timed runs of each (the best is kept)')
     ap.add_argument('--data', type=Path, default=None, help='folder for the synthetic DICOM set (written if absent)')
+    ap.add_argument('--decode', action='store_true', help="measure the safe decoding path's cost per image instead")
+    ap.add_argument('--decode-size', type=int, default=2048, help='side of the images for --decode')
     args = ap.parse_args()
+    if args.decode: return decode_cost(args.decode_size, args.reps)
     src = args.data or Path(tempfile.gettempdir())/f'kneeai-bench-preprocess-n{args.n}'
     if not (src/'labels.csv').exists():
         print(f'writing {args.n} synthetic radiographs to {src} (not timed)...', flush=True)

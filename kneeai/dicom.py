@@ -6,13 +6,16 @@ Docs: https://kneeai.github.io/kneeai/dicom.html.md"""
 
 # %% ../nbs/01_dicom.ipynb #55778747
 from __future__ import annotations
-import io, os, hashlib, warnings
+import io, os, re, sys, time, pickle, select, signal, struct, subprocess, tempfile, threading, hashlib, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames, get_frame
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, UID_dictionary
+from pydicom.uid import (UID, UID_dictionary, RLELossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1,
+                         JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K)
+from pydicom.pixels.utils import get_expected_length, _get_jpg_parameters
 from pydicom.pixels import get_decoder, apply_modality_lut, apply_voi_lut, apply_windowing, apply_color_lut, convert_color_space
 from fastcore.basics import defaults
 from fastcore.parallel import parallel
@@ -20,7 +23,8 @@ from fastcore.xtras import globtastic
 from .core import DicomError, atomic_write
 
 # %% auto #0
-__all__ = ['GRAY_WEIGHTS', 'IMAGE_TAGS', 'MAX_DECODED_BYTES', 'read_dicom', 'is_dicom', 'dicom_files', 'dcm2float']
+__all__ = ['GRAY_WEIGHTS', 'IMAGE_TAGS', 'MAX_DECODED_BYTES', 'DECODE_TIMEOUT', 'read_dicom', 'is_dicom', 'dicom_files',
+           'dcm2float']
 
 # %% ../nbs/01_dicom.ipynb #4fab3484
 def _src_name(fn):
@@ -43,7 +47,7 @@ def read_dicom(fn, # A path, the bytes of a file, a binary file object, or a pyd
                force:bool=False, # Also read files without the DICOM header (old ACR-NEMA); guess their transfer syntax
                stop_before_pixels:bool=False, # Read the header only (fast, for metadata)
               ) -> Dataset:
-    "Read a DICOM data set with pydicom, raising `DicomError` for anything that is not a readable DICOM file"
+    "Read a DICOM data set with pydicom, every element parsed, raising `DicomError` for anything that is not a readable DICOM file"
     if isinstance(fn, Dataset): return fn
     name = _src_name(fn)
     src = io.BytesIO(bytes(fn)) if isinstance(fn, (bytes, bytearray, memoryview)) else fn
@@ -55,6 +59,7 @@ def read_dicom(fn, # A path, the bytes of a file, a binary file object, or a pyd
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             ds = pydicom.dcmread(src, force=force, stop_before_pixels=stop_before_pixels)
+            for _ in (*getattr(ds, 'file_meta', Dataset()).iterall(), *ds.iterall()): pass # parse every element now (sequences too): a corrupt value fails here, not in a later reader
     except InvalidDicomError:
         raise DicomError(name, "not a DICOM file (no 'DICM' header)",
                          hint='if it is an old ACR-NEMA file without a header, try force=True') from None
@@ -140,6 +145,27 @@ def _decode_hint(decoder) -> str:
     return (f"{tried}; install a decoder plugin: {'; '.join(missing)}{gpl}" if missing
             else f'{tried}; the compressed data may be corrupt or use a variant none of them supports')
 
+def _as_array(decoder, ds, ts, idx, name):
+    "Pixels and pydicom's description of them, decoded here or in the decoding child (see `_in_process`)"
+    if _in_process(ts):
+        with warnings.catch_warnings(record=True) as ws:
+            warnings.simplefilter('always')
+            res = decoder.as_array(ds, index=idx, as_rgb=True)
+        for w in ws:  # pydicom's RLE decoder only warns when a segment decodes to more than Rows x Columns bytes
+            if (m := re.search(r'(\d+) vs\. (\d+) bytes expected', str(w.message))) and int(m[1]) - int(m[2]) >= int(ds.Columns):
+                raise DicomError(name, f'an RLE segment decodes to {m[1]} bytes, Rows x Columns make {m[2]}', hint='Rows or Columns is wrong')
+        return res
+    res = _child.decode(_pixel_ds(ds, ts), idx, DECODE_TIMEOUT)
+    if res[0] == 'ok': return res[1], res[2]
+    if res[0] == 'crash': raise DicomError(name, f'cannot decode {ts.name} ({ts}) pixel data: {res[1]}', hint='the compressed data is corrupt')
+    raise {'MemoryError': MemoryError, 'AttributeError': AttributeError}.get(res[1], RuntimeError)(res[2])
+
+def _check_shape(arr, ds, n, idx, name):
+    "Raise `DicomError` unless `arr` has the shape the tags give: frames (when all were decoded), rows, columns, samples"
+    spp = int(ds.SamplesPerPixel)
+    want = ((n,) if idx is None and n > 1 else ()) + (int(ds.Rows), int(ds.Columns)) + ((spp,) if spp > 1 else ())
+    if arr.shape != want: raise DicomError(name, f'the decoder gave pixels of shape {arr.shape}, the image tags say {want}', hint='the file is corrupt')
+
 def _decode(ds, ts, idx, name):
     "Decoded pixels of frame `idx` (all frames if None) and pydicom's description of them (colour space after conversion)"
     try: decoder = get_decoder(ts)
@@ -147,10 +173,8 @@ def _decode(ds, ts, idx, name):
         raise DicomError(name, f'unsupported transfer syntax {ts} ({ts.name})', hint='convert the file, e.g. with dcmtk dcmdjpeg/dcmconv or gdcmconv --raw') from None
     if not decoder.is_available:
         raise DicomError(name, f'no decoder installed for {ts.name} ({ts})', hint=_decode_hint(decoder))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            return decoder.as_array(ds, index=idx, as_rgb=True)
+    try: arr,info = _as_array(decoder, ds, ts, idx, name)
+    except DicomError: raise
     except MemoryError: raise DicomError(name, 'not enough memory to decode the pixel data') from None
     except Exception as e:
         msg = str(e).strip()
@@ -162,6 +186,152 @@ def _decode(ds, ts, idx, name):
             raise DicomError(name, f"cannot decode {ts.name} ({ts}) pixel data: {' | '.join(o.strip() for o in msg.splitlines()[1:] or [msg])}",
                              hint=_decode_hint(decoder)) from None
         raise DicomError(name, f'cannot decode pixel data ({type(e).__name__}: {msg})') from None
+    _check_shape(arr, ds, _n_frames(ds, name), idx, name)
+    return arr,info
+
+
+# %% ../nbs/01_dicom.ipynb #b8489379
+_JPEG = frozenset((JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless))
+_J2K = frozenset((JPEG2000Lossless, JPEG2000, HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K))
+
+def _j2k_header(cs:bytes) -> dict:
+    "Width, height, components and precision from a JPEG 2000 codestream's SIZ segment (ISO 15444-1 A.5.1); {} if there is none"
+    if cs[:8] == b'\x00\x00\x00\x0cjP  ' and (i := cs.find(b'jp2c')) > 0: cs = cs[i+4:]  # a JP2 file: its codestream box
+    if cs[:4] != b'\xff\x4f\xff\x51' or len(cs) < 43: return {}
+    x,y,x0,y0 = struct.unpack('>4I', cs[8:24])
+    return dict(width=x-x0, height=y-y0, components=struct.unpack('>H', cs[40:42])[0], precision=(cs[42] & 0x7F) + 1)
+
+def _rle_problem(cs:bytes, spp:int, bits:int) -> str|None:
+    "What is wrong with an RLE frame's 64-byte header (PS3.5 G.5) for `spp` samples of `bits` bits; None if nothing"
+    if len(cs) < 64: return f'the RLE header has {len(cs)} of its 64 bytes'
+    n,*offs = struct.unpack('<16I', cs[:64])
+    if n != spp*(bits//8): return f'the RLE header lists {n} segment(s), {spp} sample(s) of {bits} bits need {spp*(bits//8)}'
+    offs = offs[:n]
+    if offs[0] != 64 or any(b <= a for a,b in zip(offs, offs[1:])) or offs[-1] >= len(cs):
+        return f'the RLE segment offsets {offs} do not fit a frame of {len(cs)} bytes'
+
+# %% ../nbs/01_dicom.ipynb #4da7cff1
+def _codestream_problem(cs:bytes, ts:UID, rows:int, cols:int, spp:int, bits:int) -> str|None:
+    "What disagrees between one frame's codestream header and the image tags; None if nothing"
+    if not cs: return 'the frame is empty'
+    if ts == RLELossless: return _rle_problem(cs, spp, bits)
+    if ts in _JPEG: hdr,kind,markers = _get_jpg_parameters(cs),'JPEG','SOI/SOF'
+    elif ts in _J2K: hdr,kind,markers = _j2k_header(cs),'JPEG 2000','SOC/SIZ'
+    else: return None
+    if not hdr: return f'the frame is not a {kind} codestream (no {markers} marker where one must be)'
+    got = hdr['height'],hdr['width'],hdr['components']
+    if got != (rows, cols, spp):
+        return (f'the {kind} codestream holds {got[0]}x{got[1]} pixels of {got[2]} component(s), '
+                f'the tags say {rows}x{cols} of {spp} (Rows, Columns, SamplesPerPixel)')
+    if not 1 <= hdr['precision'] <= bits: return f"the {kind} codestream has {hdr['precision']}-bit samples, BitsAllocated is {bits}"
+
+# %% ../nbs/01_dicom.ipynb #22262c09
+def _frames(ds, n, idx, name) -> list:
+    "Codestreams of the frames to decode (frame `idx`, or all), split with `pydicom.encaps`; `DicomError` if they do not add up"
+    eot = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths) if 'ExtendedOffsetTableLengths' in ds else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            frames = (list(generate_frames(ds.PixelData, number_of_frames=n, extended_offsets=eot)) if idx is None
+                      else [get_frame(ds.PixelData, idx, number_of_frames=n, extended_offsets=eot)])
+    except Exception as e: raise DicomError(name, f'corrupt encapsulated pixel data ({e})', hint='the file is corrupt') from None
+    if len(frames) != (n if idx is None else 1): raise DicomError(name, f'{len(frames)} frame(s) of pixel data, NumberOfFrames says {n}')
+    return frames
+
+def _check_pixels(ds, ts, n, idx, name):
+    "Raise `DicomError` unless the pixel data fits the image tags: its length if native, else each frame's fragments and codestream header"
+    rows,cols,spp,bits = (int(_get(ds, k, name)) for k in ('Rows', 'Columns', 'SamplesPerPixel', 'BitsAllocated'))
+    if 'PixelData' not in ds: return   # float pixel data: pydicom checks its length
+    if not ts.is_encapsulated:
+        want = get_expected_length(ds, 'bytes')
+        if len(ds.PixelData) - want > want//8:  # trailing padding happens (pydicom's MR_small_padded.dcm: 1.6 %); half an image too many is wrong tags
+            raise DicomError(name, f'the pixel data holds {len(ds.PixelData)} bytes, the image tags make {want}',
+                             hint='one of Rows, Columns, SamplesPerPixel, BitsAllocated, NumberOfFrames is wrong')
+        return
+    for i,cs in enumerate(_frames(ds, n, idx, name)):
+        if (why := _codestream_problem(cs, ts, rows, cols, spp, bits)):
+            raise DicomError(name, why + (f' (frame {i if idx is None else idx})' if n > 1 else ''),
+                             hint='the file is corrupt, or its image tags were changed after compression')
+
+# %% ../nbs/01_dicom.ipynb #3d781656
+DECODE_TIMEOUT = 120. # Seconds a child process may spend decoding one image before it is killed and the file refused
+
+_WORKER_CODE = r"""
+import os, sys, pickle, signal, struct, warnings
+warnings.simplefilter('ignore'); signal.signal(signal.SIGINT, signal.SIG_IGN)
+out = os.fdopen(os.dup(1), 'wb'); os.dup2(2, 1)   # the replies get their own pipe; what decoders print goes to stderr
+from pydicom.pixels import get_decoder
+def send(o): b = pickle.dumps(o, protocol=5); out.write(struct.pack('<Q', len(b)) + b); out.flush()
+while len(h := sys.stdin.buffer.read(8)) == 8:
+    ds,idx = pickle.loads(sys.stdin.buffer.read(struct.unpack('<Q', h)[0]))
+    try: send(('ok', *get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, index=idx, as_rgb=True)))
+    except BaseException as e: send(('err', type(e).__name__, str(e)))
+""" # The decoding child: reads (pixel dataset, frame index) pickles on stdin, answers ('ok', array, info) or ('err', type, message)
+
+# %% ../nbs/01_dicom.ipynb #2e402106
+_PIXEL_TAGS = ('SamplesPerPixel', 'PhotometricInterpretation', 'PlanarConfiguration', 'Rows', 'Columns', 'BitsAllocated', 'BitsStored',
+               'HighBit', 'PixelRepresentation', 'NumberOfFrames', 'ExtendedOffsetTable', 'ExtendedOffsetTableLengths', 'PixelData')
+
+def _pixel_ds(ds, ts) -> Dataset:
+    "The part of `ds` a decoder reads: transfer syntax, Image Pixel module tags and the pixel data"
+    d = Dataset(); d.file_meta = FileMetaDataset(); d.file_meta.TransferSyntaxUID = ts
+    for k in _PIXEL_TAGS:
+        if k in ds: d[k] = ds[k]
+    return d
+
+# %% ../nbs/01_dicom.ipynb #c2a3e989
+class _DecodeChild:
+    "A child process that decodes pixel data for this process; a new one after a crash or a timeout"
+    def __init__(self): self.proc,self.lock = None,threading.Lock()
+
+    def _start(self):
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([sys.executable, '-c', _WORKER_CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+
+    def _stop(self):
+        if self.proc is None: return
+        self.proc.kill(); self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout): f.close()
+        self.err.close(); self.proc = None
+
+    def _read(self, n, deadline) -> bytes:
+        "`n` bytes from the child, or b'' if it ended first; TimeoutError past `deadline`"
+        buf,fd = bytearray(),self.proc.stdout.fileno()
+        while len(buf) < n:
+            if not select.select([fd], [], [], max(deadline - time.monotonic(), 0))[0]: raise TimeoutError
+            if not (chunk := os.read(fd, min(n - len(buf), 1 << 24))): return b''
+            buf += chunk
+        return bytes(buf)
+
+    def _last_words(self) -> str:
+        self.err.seek(0); lines = [l.strip() for l in self.err.read().decode(errors='replace').splitlines() if l.strip()]
+        return f": {' '.join(lines[-2:])[-300:]}" if lines else ''
+
+    def decode(self, ds, idx, timeout:float):
+        "('ok', array, info) or ('err', type, message) from the child; ('crash', message) if it died or ran out of time"
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None: self._stop(); self._start()
+            self.err.seek(0); self.err.truncate()
+            msg = pickle.dumps((ds, idx), protocol=5)
+            try:
+                self.proc.stdin.write(struct.pack('<Q', len(msg)) + msg); self.proc.stdin.flush()
+                deadline = time.monotonic() + timeout
+                h = self._read(8, deadline)
+                res = pickle.loads(self._read(struct.unpack('<Q', h)[0], deadline)) if h else None
+            except TimeoutError: self._stop(); return 'crash', f'decoding took longer than {timeout:g} s (the decoder was stopped)'
+            except (BrokenPipeError, struct.error, pickle.UnpicklingError, EOFError): res = None
+            if res is None:
+                rc = self.proc.wait(); why = self._last_words(); self._stop()
+                return 'crash', f"the decoder crashed ({signal.Signals(-rc).name if rc < 0 else f'exit status {rc}'}){why}"
+            return res
+
+_child = _DecodeChild()
+os.register_at_fork(after_in_child=lambda: globals().update(_child=_DecodeChild()))  # a forked process starts its own child
+
+# %% ../nbs/01_dicom.ipynb #a830b9cd
+def _in_process(ts:UID) -> bool:
+    "Whether pixel data of transfer syntax `ts` is decoded in this process (no native decoder that could abort it)"
+    return not ts.is_encapsulated or ts == RLELossless
 
 # %% ../nbs/01_dicom.ipynb #b50ca3da
 def _modality_range(ds) -> tuple[float, float]:
@@ -214,6 +384,7 @@ def _dcm2float(fn, window, frame, force, name):
     idx = _frame_index(frame, n, name)
     if window is True: _check_window(ds, name)
     _check_size(ds, n, idx, name)
+    _check_pixels(ds, ts, n, idx, name)
     arr,info = _decode(ds, ts, idx, name)
     pi = str(info.get('photometric_interpretation', ds.PhotometricInterpretation)).strip().upper()
     mono = pi.startswith('MONOCHROME')

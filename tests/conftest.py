@@ -4,7 +4,7 @@
 error handling, the same output), because a new Python process spends about five seconds importing torch and fastai
 before kneeai does anything. `kneeai_cmd(..., process=True)` runs the installed console script in a new process: the
 tests that are about the process itself (exit status, what reaches the terminal) use it."""
-import contextlib, io, shutil, socket, subprocess, sys, time, urllib.request
+import contextlib, io, os, signal, shutil, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
 
@@ -49,3 +49,22 @@ def wait_healthy(url:str, proc, log:Path, timeout:float=120):
                 if r.read().strip() == b'ok': return
         except OSError: time.sleep(0.3)
     pytest.fail(f'the app did not answer within {timeout} s:\n{log.read_text()[-3000:]}')
+
+@contextlib.contextmanager
+def app_server(model:Path, tmp:Path):
+    "`kneeai app --model MODEL` on a free port in a session of its own, healthy; yields (url, process); stopped at the end"
+    port,log = free_port(),tmp/'server.log'
+    cmd = [kneeai_exe(), 'app', '--model', str(model), '--server.port', str(port), '--server.address', '127.0.0.1',
+           '--server.headless', 'true', '--server.fileWatcherType', 'none', '--browser.serverAddress', '127.0.0.1',
+           '--browser.gatherUsageStats', 'false']
+    with open(log, 'w') as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, 'KNEEAI_HOME': str(tmp/'home')})
+    url = f'http://127.0.0.1:{port}'
+    try:
+        wait_healthy(url, proc, log)
+        yield url, proc
+    finally:
+        if proc.poll() is None: os.killpg(proc.pid, signal.SIGTERM)  # `kneeai app` and anything the server started
+        try: proc.wait(20)
+        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL)
