@@ -13,7 +13,7 @@ import kneeai
 from .core import KneeaiError, DataError, DicomError, ModelError, atomic_write, device_info
 from .dicom import dicom_files
 from .deid import dicom_meta, deidentify
-from .preprocess import preprocess_folder, OUTPUT_FORMATS
+from .preprocess import preprocess_folder, OUTPUT_FORMATS, MIN_SIDE, MAX_SIDE
 from .synthetic import synth_mrnet
 from .synthetic_radiographs import synth_radiographs, synth_mura
 from .radiographs import RADIOGRAPH_TASKS
@@ -26,7 +26,51 @@ from .interpret import explain, CAM_METHODS
 from .demo import mrnet_demo
 
 # %% auto #0
-__all__ = ['MAX_UPLOAD_MB', 'add_app_options', 'kneeai_parser', 'main']
+__all__ = ['positive_int', 'count', 'positive', 'fraction', 'image_side', 'MAX_UPLOAD_MB', 'number_in', 'out_folder',
+           'add_app_options', 'kneeai_parser', 'main']
+
+# %% ../nbs/13_cli.ipynb #eb7136ce
+def number_in(kind:type=int, # `int` or `float`
+              lo:float|None=None, # Smallest value allowed (None: no bound)
+              hi:float|None=None, # Largest value allowed (None: no bound)
+              lo_open:bool=False, # `lo` itself is not allowed
+              hi_open:bool=False, # `hi` itself is not allowed
+             ):
+    "An argparse `type`: a number of `kind` from `lo` to `hi`, or a message saying what is expected"
+    rng = ' '.join(filter(None, [f"{'above' if lo_open else 'at least'} {lo}" if lo is not None else '',
+                                 'and' if lo is not None and hi is not None else '',
+                                 f"{'below' if hi_open else 'at most'} {hi}" if hi is not None else '']))
+    what = f"{'a whole number' if kind is int else 'a number'}{' ' + rng if rng else ''}"
+    def check(s:str):
+        try: v = kind(s)
+        except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not {what}') from None
+        if not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and (v >= hi if hi_open else v > hi)):
+            raise argparse.ArgumentTypeError(f'{s} is not {what}')
+        return v
+    check.__name__ = kind.__name__
+    return check
+
+# %% ../nbs/13_cli.ipynb #4e58280b
+positive_int,count = number_in(int, 1),number_in(int, 0)
+positive = number_in(float, 0, lo_open=True)
+fraction = number_in(float, 0, 1, lo_open=True, hi_open=True)
+image_side = number_in(int, MIN_SIDE, MAX_SIDE)
+
+_CHECKED = dict( # parameter -> its checked type, for every subcommand's option of that name
+    **dict.fromkeys(['epochs', 'bs', 'n_train', 'n_valid', 'n', 'patients', 'n_patients', 'patience', 'n_boot', 'k',
+                     'workers', 'max_batch', 'max_files', 'min_slices'], positive_int),
+    **dict.fromkeys(['n_workers', 'num_workers'], count),
+    **dict.fromkeys(['lr', 'clip_limit', 'clahe', 'max_upload_mb', 'timeout'], positive),
+    **dict.fromkeys(['valid_pct', 'test_pct'], fraction),
+    size=image_side, fracture_rate=number_in(float, 0, 1), batch_wait_ms=number_in(float, 0), port=number_in(int, 1, 65535),
+)
+
+# %% ../nbs/13_cli.ipynb #2ea1578f
+def out_folder(s:str) -> Path:
+    "An argparse `type`: a folder to write to, which may exist but not as a file"
+    p = Path(s)
+    if p.exists() and not p.is_dir(): raise argparse.ArgumentTypeError(f'{s} exists and is not a folder')
+    return p
 
 # %% ../nbs/13_cli.ipynb #a1b2c301
 def _defaults(*fs) -> dict:
@@ -38,7 +82,8 @@ def _defaults(*fs) -> dict:
     return res
 
 def _opt(p, d:dict, name:str, *flags, **kw):
-    "Add to `p` the option feeding parameter `name` (flags: `--name-with-dashes` unless given), its default `d[name]`"
+    "Add to `p` the option feeding parameter `name` (flags: `--name-with-dashes` unless given), its default `d[name]`; numbers checked as `_CHECKED` says"
+    if kw.get('type') in (int, float) and name in _CHECKED: kw['type'] = _CHECKED[name]
     return p.add_argument(*(flags or ('--' + name.replace('_', '-'),)), dest=name, default=d[name], **kw)
 
 _SHARED = dict( # options several subcommands have: parameter -> (flags, argparse keywords); one help text each
@@ -130,7 +175,9 @@ def _dicom_meta(args):
         with atomic_write(args.out, 'w') as f: df.to_csv(f, index=False)
         print(f'{len(df)} files, {int(df["error"].notna().sum()) if "error" in df else 0} unreadable: {args.out}')
     else: print(df.to_csv(index=False), end='')
-    if len(df) and 'error' in df and df['error'].notna().all(): raise DicomError(_names(args.files), 'no file could be read as DICOM')
+    n_bad = int(df['error'].notna().sum()) if 'error' in df else 0
+    if len(df) and n_bad == len(df): raise DicomError(_names(args.files), 'no file could be read as DICOM')
+    if n_bad: raise DicomError(_names(args.files), f'{n_bad} of {len(df)} files could not be read (their rows say why)')
 
 def _deidentify(args):
     src,dest = Path(args.src),Path(args.dest)
@@ -180,6 +227,7 @@ def _preprocess(args):
     failed = m[m['status'] == 'failed']
     for _,r in failed.head(20).iterrows(): print(f"failed: {r['source']}: {r['reason']}", file=sys.stderr)
     if len(m) and len(failed) == len(m): raise DicomError(args.src, 'no file could be preprocessed')
+    if len(failed): raise DicomError(args.src, f'{len(failed)} of {len(m)} files failed (manifest.csv says why; a rerun retries them)')
 
 def _add_preprocess(sub):
     p,d = sub.add_parser('preprocess', help='DICOM radiographs to cropped, contrast-enhanced 16-bit PNG or .npy',
@@ -219,21 +267,17 @@ def _fit_options(p, d:dict):
     _shared(p, d, 'seed', 'device')
     _opt(p, d, 'num_workers', '--workers', type=int, help='data loader processes')
     _shared(p, d, 'progress')
-    p.add_argument('--track', nargs='?', const=True, default=None, metavar='URI',
-                   help='log parameters, epoch metrics, report and model to MLflow (kneeai[track]): ./mlruns, or the folder or tracking URI given')
 
 # %% ../nbs/13_cli.ipynb #f0643e2b
-from .tracking import tracked
-
 def _train_mrnet(args):
-    res = tracked(train_mrnet, args.track, **_kwargs(args, train_mrnet))
+    res = train_mrnet(**_kwargs(args, train_mrnet))
     if 'report' in res: print(format_report(res['report']).to_string())
     print(f"model, report, ROC curves and training log in {res['out']}")
 
 def _add_train_mrnet(kinds):
     m,d = kinds.add_parser('mrnet', help='a multi-plane MRNet on an MRNet-layout folder'),_defaults(train_mrnet)
     m.add_argument('--data', type=Path, required=True, help='MRNet folder: train/, valid/ and <split>-<task>.csv')
-    m.add_argument('--out', type=Path, required=True, help='folder for the model, report, ROC curves and training log')
+    m.add_argument('--out', type=out_folder, required=True, help='folder for the model, report, ROC curves and training log')
     _opt(m, d, 'tasks', type=_csv_list, help=f"comma-separated (default: {','.join(d['tasks'])})")
     _opt(m, d, 'planes', type=_csv_list, help=f"comma-separated (default: {','.join(d['planes'])})")
     _opt(m, d, 'arch', help='backbone: alexnet, resnet18, resnet34, densenet121, efficientnet_b0, a timm name, or small_cnn (default: %(default)s)')
@@ -248,7 +292,7 @@ def _none_word(s): return None if s.lower() == 'none' else s
 def _train_radiographs(args):
     kw = _kwargs(args, train_radiographs)
     if args.task == 'multilabel' and args.label_col: kw['label_col'] = _csv_list(args.label_col)
-    res = tracked(train_radiographs, args.track, **kw)
+    res = train_radiographs(**kw)
     if 'report' in res: print(format_report(res['report']).to_string())
     print(f"model, report, confusion matrix and training log in {res['out']}")
 
@@ -257,7 +301,7 @@ def _add_train_radiographs(kinds):
                          description='Train a radiograph classifier on a labels CSV (one row per image) and report on a patient-grouped test split.')
     d = _defaults(train_radiographs)
     r.add_argument('--data', type=Path, required=True, help="labels CSV, one row per image (file names relative to its folder)")
-    r.add_argument('--out', type=Path, required=True, help='folder for the model, report, confusion matrix and training log')
+    r.add_argument('--out', type=out_folder, required=True, help='folder for the model, report, confusion matrix and training log')
     _opt(r, d, 'task', choices=list(RADIOGRAPH_TASKS), help='what to learn (default: %(default)s)')
     _opt(r, d, 'label_col', help='label column (default: fracture, schatzker or kl_grade); multilabel: comma-separated 0/1 columns')
     _opt(r, d, 'fn_col', help="file-name column (default: 'file', 'path' or 'fn', whichever is present)")
@@ -317,7 +361,7 @@ def _demo(args):
 def _add_demo(sub):
     p,d = sub.add_parser('demo', help='synthetic MRNet data, a trained model and its report, in a few minutes on a CPU',
                          description='Make a synthetic MRNet set, train a TripleMRNet on it and print the report.'),_defaults(mrnet_demo)
-    _opt(p, d, 'out', type=Path, help='folder to write to (default: ~/.kneeai/demo)')
+    _opt(p, d, 'out', type=out_folder, help='folder to write to (default: ~/.kneeai/demo)')
     _shared(p, d, 'n_train', 'n_valid', 'difficulty', 'epochs')
     _opt(p, d, 'size', type=int, help='slice side in pixels (default: %(default)s)')
     _opt(p, d, 'arch', help="backbone (default: %(default)s, quick on a CPU; 'alexnet' as in the MRNet paper)")
@@ -399,7 +443,7 @@ def _add_explain(sub):
     p.add_argument('--model', dest='model_dir', type=Path, required=True, help='a model folder (model.safetensors + config.json)')
     p.add_argument('inputs', nargs='+', type=Path, metavar='EXAM',
                    help='exam folders holding sagittal.npy, coronal.npy, axial.npy, or DICOM MR study folders or zips; for a radiograph model, DICOM or image files or folders')
-    p.add_argument('--out', type=Path, required=True, help='folder to write the PNGs and explain.json to')
+    p.add_argument('--out', type=out_folder, required=True, help='folder to write the PNGs and explain.json to')
     _opt(p, d, 'tasks', '--task', type=_csv_list,
          help='comma-separated tasks to explain (default: every task); radiographs: classes (default: the most probable)')
     _opt(p, d, 'method', choices=CAM_METHODS, help='GradCAM or GradCAM++ (default: %(default)s)')
@@ -438,9 +482,14 @@ def main(argv:list|None=None # Arguments (default: `sys.argv[1:]`)
         p.print_help()
         return 0
     try: args.func(args)
-    except KneeaiError as e:
+    except (KneeaiError, OSError) as e: # OSError: a full disk, a read-only destination, ...
         if args.debug: raise
-        print(f'kneeai {args.command}: error: {e}', file=sys.stderr)
+        msg = f'{e.filename}: {e.strerror}' if isinstance(e, OSError) and e.filename and e.strerror else e
+        print(f'kneeai {args.command}: error: {msg}', file=sys.stderr)
+        return 1
+    except RuntimeError as e: # torch's own words for an input smaller than the network's downsampling (e.g. an 8x8 volume)
+        if args.debug or 'Output size is too small' not in str(e): raise
+        print(f'kneeai {args.command}: error: the images are too small for this network ({e})', file=sys.stderr)
         return 1
     return 0
 
@@ -520,65 +569,3 @@ def _study_exams(inputs, model_dir, tmp:Path) -> list:
     "`inputs` with each DICOM study (folder or zip) imported into an exam folder under `tmp`, if the model reads exams"
     if not _reads_exams(model_dir): return inputs
     return [write_exam(exam_from_dicom(i), tmp/(i.stem if i.suffix.lower() == '.zip' else i.name)) if is_dicom_study(i) else i for i in inputs]
-
-# %% ../nbs/13_cli.ipynb #cb53bc4b
-from collections import Counter
-from .tune import tune, PRUNERS
-
-def _space(s:str) -> dict:
-    "`--space`: a JSON object (or a .json file holding one) of parameter -> choices, range or fixed value"
-    try: d = json.loads(Path(s).read_text() if s.endswith('.json') and Path(s).is_file() else s)
-    except json.JSONDecodeError as e: raise argparse.ArgumentTypeError(f'not JSON ({e})') from None
-    if not isinstance(d, dict): raise argparse.ArgumentTypeError('expected a JSON object: {"parameter": [choices] | {"low": .., "high": ..} | value}')
-    return d
-
-def _tune(args):
-    f = train_mrnet if args.kind == 'mrnet' else train_radiographs
-    res = tune(**{**_kwargs(args, f), **_kwargs(args, tune)})
-    counts = Counter(t.state.name.lower() for t in res["study"].trials)
-    print(f"study {res['study'].study_name}: {len(res['study'].trials)} trials ({', '.join(f'{n} {k}' for k,n in counts.items())})")
-    if 'best_params' not in res: raise KneeaiError(args.out, 'no trial completed', hint='see the errors above; try a smaller --space or more --trials')
-    print(f"best trial {res['best_trial']}: {res['monitor']} {res['best_value']:.4f} on the tuning split; {json.dumps(res['best_params'])}")
-    if res.get('report') is not None: print(format_report(res['report']).to_string())
-    print(f"best model and report in {args.out/'best'}; trials.csv and plots in {args.out}")
-
-def _tune_options(p, d:dict):
-    "The options of both kinds of `kneeai tune`"
-    _opt(p, d, 'trials', type=int, help='finished trials the study should hold, over all its workers (default: %(default)s)')
-    _opt(p, d, 'timeout', type=float, help="stop this worker after so many seconds (default: none)")
-    _opt(p, d, 'study', help='study name (default: kneeai-KIND)')
-    _opt(p, d, 'storage', help='Optuna RDB URL (postgresql://..., mysql://...) or SQLite file shared by workers (default: OUT/study.db)')
-    _opt(p, d, 'space', type=_space, help='JSON entries replacing the default search space, e.g. \'{"arch": "small_cnn", "size": [128, 224]}\'')
-    _shared(p, d, 'epochs')
-    _opt(p, d, 'monitor', help='metric to maximise on the tuning split (default: mean_auc, kappa for ordinal grades, else auc)')
-    _opt(p, d, 'pruner', choices=PRUNERS, help='stop hopeless trials from their epoch metrics (default: %(default)s)')
-    _opt(p, d, 'retrain', '--no-retrain', action='store_false', help='do not train the best recipe at the end (extra workers)')
-    _opt(p, d, 'sampler_seed', type=int, help="seed of Optuna's sampler (default: random; give workers different ones)")
-    _opt(p, d, 'heartbeat', type=int, help='seconds between heartbeats of a running trial (default: %(default)s)')
-    _opt(p, d, 'n_boot', type=int, help="bootstrap resamples for the final report (default: %(default)s)")
-    _opt(p, d, 'valid_pct', type=float, help='part of the training data held out to score trials (default: %(default)s)')
-    p.add_argument('--track', nargs='?', const=True, default=None, metavar='URI', help='log the study (a run) and each trial (a nested run) to MLflow')
-    _shared(p, d, 'seed', 'device')
-    _opt(p, d, 'progress', '--progress', action='store_true', help='epoch lines of every training')
-
-def _add_tune(sub):
-    p = sub.add_parser('tune', help='search training parameters with Optuna, then train the best', description=
-                       'Search the parameters of a training recipe with Optuna on the tuning split, then train the best and report on the test split.')
-    kinds = p.add_subparsers(title='kinds', dest='kind', metavar='KIND', required=True)
-    m,d = kinds.add_parser('mrnet', help='MRNet exams (lr, wd, bs, augmentation, size, body)'),_defaults(tune, train_mrnet)
-    m.add_argument('--data', type=Path, required=True, help='MRNet folder: train/, valid/ and <split>-<task>.csv')
-    m.add_argument('--out', type=Path, required=True, help='folder for the study, its trials, plots and the best model')
-    _opt(m, d, 'tasks', type=_csv_list, help=f"comma-separated (default: {','.join(d['tasks'])})")
-    _tune_options(m, d)
-    r,d = kinds.add_parser('radiographs', help='radiographs (also loss, CORAL for grades, sampler)'),_defaults(tune, train_radiographs)
-    r.add_argument('--data', type=Path, required=True, help='labels CSV, one row per image (file names relative to its folder)')
-    r.add_argument('--out', type=Path, required=True, help='folder for the study, its trials, plots and the best model')
-    _opt(r, d, 'task', choices=list(RADIOGRAPH_TASKS), help='what to learn (default: %(default)s)')
-    _opt(r, d, 'label_col', help='label column (default: the task\'s)')
-    _opt(r, d, 'patient_col', type=_none_word, help="patient column, for patient-grouped splits ('none': split images; default: %(default)s)")
-    _opt(r, d, 'images', type=Path, help="folder the file names are relative to (default: the CSV's folder)")
-    _opt(r, d, 'test_pct', type=float, help="part of the patients held out for the final report, never seen by a trial (default: %(default)s)")
-    _tune_options(r, d)
-    p.set_defaults(func=_tune)
-
-_SUBCOMMANDS.append(_add_tune)

@@ -19,7 +19,7 @@ import kneeai
 from .core import KneeaiError, DataError, ModelError, atomic_write, get_device
 from .volumes import exams_df, volume_dl, mrnet_test_dl
 from .radiographs import load_radiograph
-from .models import save_weights, model_from_config, model_kind, model_inputs, output_probs, output_names
+from .models import save_weights, check_config, model_from_config, model_kind, model_inputs, output_probs, output_names
 from .metrics import report_markdown
 
 # %% auto #0
@@ -216,9 +216,7 @@ def load_model(path, # A folder from `save_model` (or a fastai `export.pkl` with
         raise ModelError(path, f'no {CONFIG_NAME} here', hint='point to a folder written by save_model or `kneeai train`')
     try: cfg = json.loads((path/CONFIG_NAME).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ModelError(path/CONFIG_NAME, f'not valid JSON ({e})') from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get('data'), dict):
-        raise ModelError(path/CONFIG_NAME, 'not a kneeai model config (no data entry)', hint='point to a folder written by save_model')
-    model = model_from_config(cfg.get('model') or {}, meta=True)
+    model = model_from_config(check_config(cfg, path/CONFIG_NAME)['model'], meta=True) # checked before anything is built
     try: state = safetensors.torch.load_file(path/WEIGHTS_NAME, device=str(device) if device.type != 'mps' else 'cpu')
     except (FileNotFoundError, safetensors.SafetensorError, OSError) as e: raise ModelError(path/WEIGHTS_NAME, f'cannot read the weights ({e})') from None
     return _weights_into(model, state, path/WEIGHTS_NAME).to(device).eval(), cfg

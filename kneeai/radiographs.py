@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # kornia and fastai call torch.jit.script on im
 from .core import SCHATZKER, KneeaiError, DataError, get_device
 from .dicom import dcm2float
 from .volumes import ConfigDataLoaders
-from .preprocess import image01, preprocess_radiograph, percentile_norm, clahe_batch, CLAHE, _resize
+from .preprocess import MIN_SIDE, image01, preprocess_radiograph, percentile_norm, clahe_batch, CLAHE, _resize
 
 
 # %% auto #0
@@ -96,11 +96,16 @@ def _read_image(fn) -> np.ndarray:
         im.load()
         return np.asarray(im.convert('L') if im.mode in ('RGB', 'RGBA', 'P', 'LA', 'CMYK', 'YCbCr') else im)
 
+def _big_enough(a:np.ndarray, fn) -> np.ndarray:
+    "`a` if both sides have at least `MIN_SIDE` pixels (what preprocessing needs to find a knee), else a `DataError` naming `fn`"
+    if min(a.shape[:2]) < MIN_SIDE: raise DataError(fn, f'{a.shape[1]}x{a.shape[0]} pixels is too small for a radiograph (at least {MIN_SIDE} a side)')
+    return a
+
 def _image01(a:np.ndarray, fn) -> np.ndarray:
     "A gray (or RGB, averaged) image array as a 2-D float32 array in [0, 1], scaled by `kneeai.preprocess.image01`"
     if a.ndim == 3 and a.shape[-1] in (3, 4): a = a[..., :3].mean(-1).round().astype(a.dtype) if a.dtype.kind in 'ui' else a[..., :3].mean(-1)
     if a.ndim != 2: raise DataError(fn, f'expected a 2-D gray image, got shape {a.shape}')
-    return image01(a, fn)
+    return image01(_big_enough(a, fn), fn)
 
 def radiograph_array(fn, # A DICOM file, an image file with a suffix in `IMAGE_SUFFIXES`, or a 2-D array (an image already read)
                      size:int=224, # Side of the square output
@@ -115,7 +120,7 @@ def radiograph_array(fn, # A DICOM file, an image file with a suffix in `IMAGE_S
         except KneeaiError: raise
         except Exception as e: raise DataError(fn, f'not a readable image ({type(e).__name__}: {e})') from None
         return _resize(a, size).clip(0, 1)
-    a = dcm2float(fn)
+    a = _big_enough(dcm2float(fn), fn)
     if prep is False or prep is None: return _resize(percentile_norm(a), size).clip(0, 1)
     return preprocess_radiograph(a, size=size, **({} if prep is True else prep))
 
@@ -172,6 +177,7 @@ def patient_split(df:pd.DataFrame, # One row per image
                  ) -> np.ndarray:
     "Boolean mask of the images held out: whole patients, stratified on `by` where possible"
     if not 0 < valid_pct < 1: raise DataError(valid_pct, 'valid_pct must lie between 0 and 1')
+    if not len(df): raise DataError(None, 'the labels table has no rows', hint='it needs one row per image')
     groups = pd.factorize(_col(df, patient_col, 'patient') if patient_col else pd.Series(np.arange(len(df))))[0]
     if groups.max() + 1 < 2: raise DataError(patient_col, 'all images belong to one patient: no patient-grouped split is possible')
     strata,k = _strata(df, by),int(round(1/valid_pct))
