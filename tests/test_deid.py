@@ -86,8 +86,11 @@ def test_default_key_is_random_stored_0600_and_resists_brute_force(xrays, tmp_pa
     assert _brute_force(pseudonym, numbers) == []
     assert _brute_force('ANON-' + _unkeyed(pid)[0], range(n - 10, n + 10)) == [pid]  # the attack works on unkeyed pseudonyms
 
-def test_empty_key_refused(tmp_path):
+def test_empty_key_refused_and_no_salt(tmp_path):
     with pytest.raises(DicomError, match='reversible'): pseudo_id('KN1234567', key='')
+    ct = get_testdata_file('CT_small.dcm')          # the unkeyed `salt=''` parameter is gone, and says so
+    for f in (lambda: deidentify(ct, tmp_path/'x.dcm', salt=''), lambda: dicom_tags(ct, salt=''), lambda: dicom_meta([ct], salt='')):
+        with pytest.raises(TypeError, match="unexpected keyword arguments \\['salt'\\]"): f()
 
 def test_key_never_beside_the_output(xrays, home):
     with pytest.raises(DicomError, match='lies inside the output folder'): deidentify_folder(xrays[0], home)
