@@ -267,10 +267,14 @@ def _fit_options(p, d:dict):
     _shared(p, d, 'seed', 'device')
     _opt(p, d, 'num_workers', '--workers', type=int, help='data loader processes')
     _shared(p, d, 'progress')
+    p.add_argument('--track', nargs='?', const=True, default=None, metavar='URI',
+                   help='log parameters, epoch metrics, report and model to MLflow (kneeai[track]): ./mlruns, or the folder or tracking URI given')
 
 # %% ../nbs/13_cli.ipynb #f0643e2b
+from .tracking import tracked
+
 def _train_mrnet(args):
-    res = train_mrnet(**_kwargs(args, train_mrnet))
+    res = tracked(train_mrnet, args.track, **_kwargs(args, train_mrnet))
     if 'report' in res: print(format_report(res['report']).to_string())
     print(f"model, report, ROC curves and training log in {res['out']}")
 
@@ -292,7 +296,7 @@ def _none_word(s): return None if s.lower() == 'none' else s
 def _train_radiographs(args):
     kw = _kwargs(args, train_radiographs)
     if args.task == 'multilabel' and args.label_col: kw['label_col'] = _csv_list(args.label_col)
-    res = train_radiographs(**kw)
+    res = tracked(train_radiographs, args.track, **kw)
     if 'report' in res: print(format_report(res['report']).to_string())
     print(f"model, report, confusion matrix and training log in {res['out']}")
 
@@ -569,3 +573,65 @@ def _study_exams(inputs, model_dir, tmp:Path) -> list:
     "`inputs` with each DICOM study (folder or zip) imported into an exam folder under `tmp`, if the model reads exams"
     if not _reads_exams(model_dir): return inputs
     return [write_exam(exam_from_dicom(i), tmp/(i.stem if i.suffix.lower() == '.zip' else i.name)) if is_dicom_study(i) else i for i in inputs]
+
+# %% ../nbs/13_cli.ipynb #cb53bc4b
+from collections import Counter
+from .tune import tune, PRUNERS
+
+def _space(s:str) -> dict:
+    "`--space`: a JSON object (or a .json file holding one) of parameter -> choices, range or fixed value"
+    try: d = json.loads(Path(s).read_text() if s.endswith('.json') and Path(s).is_file() else s)
+    except json.JSONDecodeError as e: raise argparse.ArgumentTypeError(f'not JSON ({e})') from None
+    if not isinstance(d, dict): raise argparse.ArgumentTypeError('expected a JSON object: {"parameter": [choices] | {"low": .., "high": ..} | value}')
+    return d
+
+def _tune(args):
+    f = train_mrnet if args.kind == 'mrnet' else train_radiographs
+    res = tune(**{**_kwargs(args, f), **_kwargs(args, tune)})
+    counts = Counter(t.state.name.lower() for t in res["study"].trials)
+    print(f"study {res['study'].study_name}: {len(res['study'].trials)} trials ({', '.join(f'{n} {k}' for k,n in counts.items())})")
+    if 'best_params' not in res: raise KneeaiError(args.out, 'no trial completed', hint='see the errors above; try a smaller --space or more --trials')
+    print(f"best trial {res['best_trial']}: {res['monitor']} {res['best_value']:.4f} on the tuning split; {json.dumps(res['best_params'])}")
+    if res.get('report') is not None: print(format_report(res['report']).to_string())
+    print(f"best model and report in {args.out/'best'}; trials.csv and plots in {args.out}")
+
+def _tune_options(p, d:dict):
+    "The options of both kinds of `kneeai tune`"
+    _opt(p, d, 'trials', type=int, help='finished trials the study should hold, over all its workers (default: %(default)s)')
+    _opt(p, d, 'timeout', type=float, help="stop this worker after so many seconds (default: none)")
+    _opt(p, d, 'study', help='study name (default: kneeai-KIND)')
+    _opt(p, d, 'storage', help='Optuna RDB URL (postgresql://..., mysql://...) or SQLite file shared by workers (default: OUT/study.db)')
+    _opt(p, d, 'space', type=_space, help='JSON entries replacing the default search space, e.g. \'{"arch": "small_cnn", "size": [128, 224]}\'')
+    _shared(p, d, 'epochs')
+    _opt(p, d, 'monitor', help='metric to maximise on the tuning split (default: mean_auc, kappa for ordinal grades, else auc)')
+    _opt(p, d, 'pruner', choices=PRUNERS, help='stop hopeless trials from their epoch metrics (default: %(default)s)')
+    _opt(p, d, 'retrain', '--no-retrain', action='store_false', help='do not train the best recipe at the end (extra workers)')
+    _opt(p, d, 'sampler_seed', type=int, help="seed of Optuna's sampler (default: random; give workers different ones)")
+    _opt(p, d, 'heartbeat', type=int, help='seconds between heartbeats of a running trial (default: %(default)s)')
+    _opt(p, d, 'n_boot', type=int, help="bootstrap resamples for the final report (default: %(default)s)")
+    _opt(p, d, 'valid_pct', type=float, help='part of the training data held out to score trials (default: %(default)s)')
+    p.add_argument('--track', nargs='?', const=True, default=None, metavar='URI', help='log the study (a run) and each trial (a nested run) to MLflow')
+    _shared(p, d, 'seed', 'device')
+    _opt(p, d, 'progress', '--progress', action='store_true', help='epoch lines of every training')
+
+def _add_tune(sub):
+    p = sub.add_parser('tune', help='search training parameters with Optuna, then train the best', description=
+                       'Search the parameters of a training recipe with Optuna on the tuning split, then train the best and report on the test split.')
+    kinds = p.add_subparsers(title='kinds', dest='kind', metavar='KIND', required=True)
+    m,d = kinds.add_parser('mrnet', help='MRNet exams (lr, wd, bs, augmentation, size, body)'),_defaults(tune, train_mrnet)
+    m.add_argument('--data', type=Path, required=True, help='MRNet folder: train/, valid/ and <split>-<task>.csv')
+    m.add_argument('--out', type=Path, required=True, help='folder for the study, its trials, plots and the best model')
+    _opt(m, d, 'tasks', type=_csv_list, help=f"comma-separated (default: {','.join(d['tasks'])})")
+    _tune_options(m, d)
+    r,d = kinds.add_parser('radiographs', help='radiographs (also loss, CORAL for grades, sampler)'),_defaults(tune, train_radiographs)
+    r.add_argument('--data', type=Path, required=True, help='labels CSV, one row per image (file names relative to its folder)')
+    r.add_argument('--out', type=Path, required=True, help='folder for the study, its trials, plots and the best model')
+    _opt(r, d, 'task', choices=list(RADIOGRAPH_TASKS), help='what to learn (default: %(default)s)')
+    _opt(r, d, 'label_col', help='label column (default: the task\'s)')
+    _opt(r, d, 'patient_col', type=_none_word, help="patient column, for patient-grouped splits ('none': split images; default: %(default)s)")
+    _opt(r, d, 'images', type=Path, help="folder the file names are relative to (default: the CSV's folder)")
+    _opt(r, d, 'test_pct', type=float, help="part of the patients held out for the final report, never seen by a trial (default: %(default)s)")
+    _tune_options(r, d)
+    p.set_defaults(func=_tune)
+
+_SUBCOMMANDS.append(_add_tune)
