@@ -146,7 +146,7 @@ def test_deidentify_corpus(tmp_path):
         try: ds = pydicom.dcmread(fn)
         except Exception: continue
         name = str(ds.get('PatientName') or '')
-        try: out = deidentify(fn, tmp_path/f'{done}.dcm', salt='k')
+        try: out = deidentify(fn, tmp_path/f'{done}.dcm', key='k')
         except DicomError: continue
         done += 1
         if len(name) > 3: assert name.encode() not in out.read_bytes(), fn
