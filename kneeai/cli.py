@@ -515,6 +515,7 @@ def _add_serve(sub):
     _opt(p, d, 'batch_wait_ms', type=float, help='longest wait for more requests to join a batch, in ms (default: %(default)s)')
     _opt(p, d, 'max_upload_mb', type=float, help='largest request, in MB (default: %(default)s)')
     _opt(p, d, 'max_files', type=int, help='most files per request (default: %(default)s)')
+    _opt(p, d, 'max_active', type=int, help='most uploads read, decoded or predicted at once; others wait (default: %(default)s)')
     _opt(p, d, 'timeout', type=float, help='longest time for one request, in seconds (default: %(default)s)')
     _opt(p, d, 'name', help="the model's name in answers (default: its folder's)")
     _opt(p, d, 'log_level', choices=('critical', 'error', 'warning', 'info', 'debug'), help='(default: %(default)s)')
