@@ -359,8 +359,8 @@ def _form_files(form, max_files:int) -> list:
 
 class _Service:
     "The state of one worker: the model, its batcher, limits and metrics"
-    def __init__(self, pred:Predictor, key, name, max_batch, batch_wait_ms, max_upload_mb, max_files, timeout):
-        self.pred,self.key,self.max_files,self.timeout = pred,key,max_files,timeout
+    def __init__(self, pred:Predictor, key, name, max_batch, batch_wait_ms, max_upload_mb, max_files, max_active, timeout):
+        self.pred,self.key,self.max_files,self.timeout,self.active = pred,key,max_files,timeout,asyncio.Semaphore(max(1, max_active))
         self.max_bytes,self.metrics,self.info = int(max_upload_mb*2**20),ServeMetrics(),model_info(pred, name)
         self.batcher = Batcher(lambda items: predict_batch(pred, items), max_batch, batch_wait_ms,
                                on_batch=lambda n,s: (self.metrics.batch_size.observe(n), self.metrics.batch_seconds.observe(s)))
@@ -390,10 +390,15 @@ class _Service:
         self.metrics.errors.labels(ep, err[1]).inc()
         return _error(err[0], err[1], err[2], rid, err[3], err[4])
 
-    async def predict(self, request) -> dict:
+    async def read(self, request) -> tuple:
+        "The request's files and what the model reads from them (decoded on a worker thread)"
         files = await self.files(request)
-        item = await asyncio.get_running_loop().run_in_executor(None, read_upload, files, self.pred, self.max_bytes)
-        df = await self.batcher(item)
+        return files, await asyncio.get_running_loop().run_in_executor(None, read_upload, files, self.pred, self.max_bytes)
+
+    async def predict(self, request) -> dict:
+        async with self.active:
+            _,item = await self.read(request)
+            df = await self.batcher(item)
         names = ['exam'] if self.pred.inputs == 'exams' else list(df.index)
         return dict(model={k: self.info[k] for k in ('name', 'sha256')}, inputs=self.pred.inputs,
                     results=[dict(input=n, **decide(r.to_dict(), self.pred.thresholds, single_label(self.pred)))
@@ -401,9 +406,9 @@ class _Service:
 
     async def explain(self, request, tasks, method, k) -> dict:
         if method not in CAM_METHODS: raise DataError(method, 'not a CAM method kneeai knows', hint=f"use one of {', '.join(CAM_METHODS)}")
-        files = await self.files(request)
-        item = await asyncio.get_running_loop().run_in_executor(None, read_upload, files, self.pred, self.max_bytes)
-        summary,pngs = await self.batcher.call(_explain, self.pred, item, files, tasks, method, k)
+        async with self.active:
+            files,item = await self.read(request)
+            summary,pngs = await self.batcher.call(_explain, self.pred, item, files, tasks, method, k)
         return dict(model={k: self.info[k] for k in ('name', 'sha256')}, method=method, summary=summary, images=pngs)
 
 # %% ../nbs/12b_serve.ipynb #058e8071
@@ -433,6 +438,7 @@ def serve_app(model, # A loaded `Predictor`, or a model folder (loaded here)
               batch_wait_ms:float=5., # Longest wait for more requests to join a batch
               max_upload_mb:float=100, # Largest request body (and what a zip may unpack to), in MiB
               max_files:int=16, # Most files per request
+              max_active:int=16, # Most uploads read, decoded or predicted at once; the others wait unread (bounds the memory)
               timeout:float=60., # Longest time for one request, in seconds
               trust_pickle:bool=False, # Allow a pickled `export.pkl` model (only one you made or trust)
               device=None, # Where the model runs (default: the best available)
@@ -443,7 +449,7 @@ def serve_app(model, # A loaded `Predictor`, or a model folder (loaded here)
     from fastapi.responses import Response
     if threads: torch.set_num_threads(threads)
     pred = model if isinstance(model, Predictor) else Predictor.load(model, device, trust_pickle)
-    svc = _Service(pred, key, name, max_batch, batch_wait_ms, max_upload_mb, max_files, timeout)
+    svc = _Service(pred, key, name, max_batch, batch_wait_ms, max_upload_mb, max_files, max_active, timeout)
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
