@@ -99,7 +99,7 @@ def recipe_kwargs(params:dict # From `suggest` (or a trial's `params`)
     if 'augment' in kw: kw['cbs'] = [AugmentStrength(kw.pop('augment'))]
     return kw
 
-# %% ../nbs/11b_tune.ipynb #514251e3
+# %% ../nbs/11b_tune.ipynb #7ca66e51
 PRUNERS = ('median', 'hyperband', 'none') # The pruners `open_study` builds by name
 
 def _storage_url(storage, out) -> str:
@@ -130,7 +130,7 @@ def open_study(name:str, # The study's name in the storage
     warnings.filterwarnings('ignore', category=optuna.exceptions.ExperimentalWarning)
     url = _storage_url(storage, out)
     st = optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2*heartbeat,
-                                    heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+                                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
     direction = 'minimize' if 'loss' in monitor else 'maximize'
     study = optuna.create_study(study_name=name, storage=st, direction=direction, load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(pruner))
@@ -139,7 +139,7 @@ def open_study(name:str, # The study's name in the storage
     study.set_user_attr('monitor', monitor)
     return study
 
-# %% ../nbs/11b_tune.ipynb #dbe2b3c2
+# %% ../nbs/11b_tune.ipynb #f84482f9
 def _fit(kind:str, data, out, params:dict, **kwargs) -> dict:
     "Run the recipe of `kind` with `params` (and `kwargs`), as a trial or the final training"
     kw = recipe_kwargs(params)
@@ -172,8 +172,8 @@ def objective(trial, # An Optuna trial
     tout = Path(out)/'trials'/f'{trial.number:04d}'
     extra = dict(test_split=None) if kind == 'mrnet' else dict(test_pct=0)
     pruning = type('TrialPruning', (_Pruning, FastAIPruningCallback), {})(trial, monitor)
-    try: _fit(kind, data, tout, params, monitor=monitor, track=track, run_name=f'trial {trial.number}', **extra,
-              **dict(kwargs, cbs=L(kwargs.get('cbs')) + [pruning]))
+    try: _fit(kind, data, tout, params, monitor=monitor, track=track, run_name=f'trial {trial.number}',
+              **dict(kwargs, **extra, cbs=L(kwargs.get('cbs')) + [pruning]))  # a trial never reports on the test split
     finally:
         for n in ('model', 'models'): shutil.rmtree(tout/n, ignore_errors=True)
     vals = [v for v in pruning.values if np.isfinite(v)]

@@ -81,6 +81,6 @@ def test_workers_share_a_study_and_a_killed_one_resumes(xr, tmp_path):
     ts = res['study'].get_trials(deepcopy=False)
     test_hung = ts[hung[0].number]
     assert res['study']._study_id == study._study_id and test_hung.state == S.FAIL
-    retried = [t for t in ts if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == hung[0].number]
+    retried = [t for t in ts if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == hung[0].number]
     assert len(retried) == 1 and retried[0].state == S.COMPLETE and retried[0].params == hung[0].params
     assert len([t for t in ts if t.state in (S.COMPLETE, S.PRUNED)]) == n_done + 1
