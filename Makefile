@@ -40,8 +40,9 @@ nbtest:
 	else flags=; echo "reference data (shared/data/mrnet-samples, knee-kl) not found: skipping the cells marked #| refdata in $$(grep -l '"#| refdata' nbs/*.ipynb nbs/tutorials/*.ipynb | xargs -n1 basename | tr '\n' ' ')"; fi; \
 	$(BIN)/nbdev-test --n-workers 2 --timing --flags "$$flags"
 
+## pytest: the pytest tests, then the 15 slowest
 pytest:
-	$(BIN)/python -m pytest tests/ -q
+	$(BIN)/python -m pytest tests/ -q --durations=15
 
 ## check-sync: fail if nbdev-export would change kneeai/ or nbdev-clean would change nbs/ (checked on a copy)
 check-sync:
