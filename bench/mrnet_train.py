@@ -1,121 +1,177 @@
-"""Training speed: kneeai's batched MRNet training against a batch-size-1 loop in the style of the reference code.
+"""MRNet training speed: kneeai's recipe against the reference code's loop (ahmedbesbes/mrnet), same exams, same plane and task.
 
-Both train the same three-plane `TripleMRNet` (same architecture, same initial weights) for one epoch on the same
-synthetic MRNet-format exams, and the script prints training exams per second for each and their ratio.
+Both sides train on the same MRNet-format exams at the reference's 256 px, for the same planes and tasks. The reference
+trains one single-plane model per (plane, task) pair (its `train.py -p PLANE -t TASK`); kneeai trains one `TripleMRNet`
+for all of them. Default: one plane and one task (sagittal, acl), i.e. exactly one reference run; `--planes all --tasks all`
+times the nine reference models against one kneeai model. The reference's work per exam is re-expressed in
+`bench/common.py` (loader with two bilinear resamples per exam in `--workers` processes, batch size 1, Adam, per-step AUC).
 
-- kneeai: `mrnet_dls` (several exams per batch, padded to the longest, slices packed through the backbone) with
-  kornia augmentation of the whole batch on the model's device, trained by a fastai `Learner` (`mrnet_learner`):
-  once with its defaults (channels-last slices on the CPU; mixed precision on CUDA only) and once with
-  `mixed_precision=True` (also bfloat16 autocast on a CPU with native bfloat16, which pays for AlexNet-size bodies).
-- reference style (Bien et al.'s MRNet code and its re-implementations): a torch `DataLoader` with `batch_size=1`
-  whose workers load one exam and augment it there (random rotation, shift and flip per exam, as those
-  implementations do with torchvision), then one optimiser step per exam, in float32 and the default memory layout.
+kneeai: `mrnet_dls` (`--bs` exams per batch, kornia augmentation of the batch on the model's device, no loader processes
+on the CPU) and `mrnet_learner`, in float32 and in bfloat16 autocast where the device has it; its `auto` choice is printed.
 
-Only the training epochs are timed (data loading and augmentation included; validation excluded), after a warm-up
-epoch, in interleaved rounds (one epoch of each per round); the best epoch of each counts.
-Usage: `python bench/mrnet_train.py [--n 32 --size 128 --arch alexnet --bs 8 --workers 2 --device cpu]`.
+Timing: training epochs only (data loading and augmentation included, validation excluded), after a short warm-up, in
+`--rounds` interleaved rounds (one epoch of every variant per round, and a 2048² float32 matmul), the best epoch of each
+counting. Printed: exams/s, slices/s, training GFLOP/s (FLOPs counted by torch on a forward+backward) and that as a
+fraction of the matmul's GFLOP/s, and the load average before and after.
+Usage: `python bench/mrnet_train.py [--n 16 --size 256 --planes sagittal --tasks acl --bs 8 --workers 2 --rounds 2]`.
 """
-import argparse, time, tempfile, warnings
+import argparse, json, tempfile, time, warnings, sys
 from pathlib import Path
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
-import numpy as np, torch, torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
-from fastai.callback.core import Callback
+import numpy as np, torch
+from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import SaveModelCallback
-from kneeai.core import PLANES, MRNET_TASKS, set_seed, device_info, get_device
+from kneeai.core import PLANES, MRNET_TASKS, set_seed, get_device
 from kneeai.synthetic import synth_mrnet
-from kneeai.volumes import mrnet_dls, mrnet_df, MRNET_MEAN, MRNET_STD
+from kneeai.volumes import mrnet_dls, mrnet_df
+from kneeai.models import create_backbone
 from kneeai.train import mrnet_learner
 from kneeai.learner import cpu_bf16_native
+sys.path.insert(0, str(Path(__file__).parent))
+from common import (load_avg, matmul_gflops, sync, ReferenceMRNet, reference_epoch, reference_optimizer,
+                    train_flops_per_slice)
 
-class TrainTimer(Callback):
-    "Seconds spent in the training phase of each epoch"
-    def before_fit(self): self.times = []
-    def before_train(self): self.t0 = time.perf_counter()
-    def after_train(self):
-        if self.learn.dls.device.type == 'cuda': torch.cuda.synchronize()
-        self.times.append(time.perf_counter() - self.t0)
+class TrainCount(Callback):
+    "Seconds, exams (or images) and slices of each training phase; stops a fit after `max_batches` training batches if set"
+    def __init__(self, max_batches=None, slices=True): self.max_batches,self.slices,self.epochs = max_batches,slices,[]
+    def before_train(self): self.n,self.s,self.b = 0,0,0; sync(self.dls.device); self.t0 = time.perf_counter()
+    def after_batch(self):
+        if not self.training: return
+        self.n += len(self.yb[0]); self.s += int(self.xb[-1].sum()) if self.slices else 0; self.b += 1
+        if self.max_batches and self.b >= self.max_batches: raise CancelFitException()
+    def after_train(self): sync(self.dls.device); self.epochs.append((time.perf_counter() - self.t0, self.n, self.s))
 
-class OneExam(torch.utils.data.Dataset):
-    "The reference style: one exam per item, read and augmented in the DataLoader worker"
-    def __init__(self, df, size): self.df,self.size = df.reset_index(drop=True),size
-    def __len__(self): return len(self.df)
-    def __getitem__(self, i):
-        r,vols = self.df.iloc[i],[]
-        angle,dx,dy,flip = np.random.uniform(-25, 25),*np.random.randint(-25, 26, 2)*self.size//256,np.random.rand() < .5
-        for p in PLANES:
-            v = torch.from_numpy(np.load(r[p])).float()
-            if v.shape[-1] != self.size: v = F.interpolate(v[None], size=(self.size, self.size), mode='bilinear', antialias=True)[0]
-            v = TF.affine(v, angle=angle, translate=[int(dx), int(dy)], scale=1., shear=[0., 0.])
-            if flip: v = v.flip(-1)
-            vols.append((v - MRNET_MEAN) / MRNET_STD)
-        return (*vols, torch.tensor(r[list(MRNET_TASKS)].to_numpy(dtype=np.float32)))
+def _names(v, all_):
+    return list(all_) if v == 'all' else v.split(',')
 
-def reference_epoch(model, df, size, workers, device, pos_weight):
-    "One epoch of batch-size-1 training; returns its seconds"
-    dl = torch.utils.data.DataLoader(OneExam(df, size), batch_size=1, shuffle=True, num_workers=workers, persistent_workers=False)
-    opt = torch.optim.AdamW(model.parameters(), 1e-4, weight_decay=0.01)
-    model.train()
-    t0 = time.perf_counter()
-    for *vols,y in dl:
-        vols,y = [v.to(device) for v in vols],y.to(device)
-        lengths = torch.tensor([[v.shape[1] for v in vols]], device=device)
-        loss = F.binary_cross_entropy_with_logits(model(*vols, lengths=lengths), y, pos_weight=pos_weight)
-        opt.zero_grad(); loss.backward(); opt.step()
-    if device.type == 'cuda': torch.cuda.synchronize()
-    return time.perf_counter() - t0
+def kneeai_learner(dls, arch, mixed_precision, init=None):
+    "kneeai's MRNet learner from random weights (as the reference trains its body), without best-epoch saving (one held-out exam)"
+    set_seed(0)
+    learn = mrnet_learner(dls, arch=arch, pretrained=False, path=tempfile.mkdtemp(), csv_log=False, mixed_precision=mixed_precision)
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, SaveModelCallback)])
+    if init is not None: learn.model.load_state_dict(init)
+    return learn
+
+def kneeai_epoch(learn, lr=1e-3, max_batches=None, slices=True):
+    "One training epoch (validation excluded from the timing): (seconds, exams, slices)"
+    cb = TrainCount(max_batches, slices)
+    with learn.no_bar(), learn.no_logging(), learn.added_cbs(cb):
+        learn.fit(1, lr)
+        if max_batches and not cb.epochs: cb.after_train()
+    return cb.epochs[-1]
+
+def run(data=None, n=16, size=256, arch='alexnet', planes='sagittal', tasks='acl', bs=8, workers=2, device=None,
+        rounds=2, kneeai_modes=('fp32', 'bf16'), reference=True, log=print, matmul_n=2048) -> dict:
+    "Measure; returns the figures as a dict (also used by bench/gpu_check.py)"
+    dev = get_device(device)
+    planes,tasks = _names(planes, PLANES),_names(tasks, MRNET_TASKS)
+    log(f'{load_avg()} at the start')
+    if data is None:
+        data = Path(tempfile.mkdtemp())/'mrnet'
+        synth_mrnet(data, n_train=n + 1, n_valid=1, size=size, seed=0, progress=False, prevalence=dict(abnormal=.8, acl=.5, meniscus=.5))
+    data = Path(data)
+    df = mrnet_df(data, 'train', tasks, planes)
+    valid_id = df.id.iloc[-1]
+    set_seed(0)
+    dls = mrnet_dls(data, tasks, planes, bs=bs, valid_ids=[valid_id], device=dev)  # the slices' own size
+    train_df = dls.train.items.reset_index(drop=True)
+    side = int(np.load(train_df[planes[0]].iloc[0], mmap_mode='r').shape[-1])
+    has_bf16 = dev.type == 'cuda' or (dev.type == 'cpu' and cpu_bf16_native())
+    modes = [m for m in kneeai_modes if m != 'bf16' or has_bf16]
+    learners = {}
+    for m in modes:
+        learners[m] = kneeai_learner(dls, arch, {'fp32': False, 'bf16': True, 'auto': 'auto'}[m],
+                                     None if not learners else next(iter(learners.values())).model.state_dict())
+    first_learner = next(iter(learners.values()))
+    first = first_learner.model
+    refs = {}
+    if reference:
+        for p in planes:
+            for t in tasks:
+                body,nf = create_backbone(arch)
+                try: body.load_state_dict(first.encoder_for(p).body.state_dict())  # same initial body as kneeai's
+                except RuntimeError: pass  # kneeai's body folds the gray channels (in_chans=1): the reference's keeps 3
+                mdl = ReferenceMRNet(body, nf).to(dev)
+                refs[(p, t)] = (mdl, reference_optimizer(mdl))
+    # FLOPs of a training step per slice (same body on both sides; the heads are negligible)
+    k_model = first
+    fl_k = train_flops_per_slice(k_model, lambda s: (*[torch.zeros(1, s, side, side, device=dev)]*len(planes),
+                                                     torch.full((1, len(planes)), s, device=dev)))
+    fl_r = train_flops_per_slice(next(iter(refs.values()))[0], lambda s: (torch.zeros(1, s, 3, side, side, device=dev),)) if refs else fl_k
+    # Warm-up: allocations, kernel choice and (for 'auto') kneeai's own measurement
+    for m,l in learners.items(): kneeai_epoch(l, max_batches=1)
+    for (p,t),(mdl,opt) in refs.items(): reference_epoch(mdl, opt, train_df, p, t, workers, dev, max_exams=2)
+    times = {**{f'kneeai {m}': [] for m in learners}, **({'reference': []} if refs else {})}
+    mm = []
+    for _ in range(rounds):
+        mm.append(matmul_gflops(dev, matmul_n))
+        for m,l in learners.items(): times[f'kneeai {m}'].append(kneeai_epoch(l))
+        if refs:
+            parts = [reference_epoch(mdl, opt, train_df, p, t, workers, dev) for (p,t),(mdl,opt) in refs.items()]
+            # all pairs' models together cover each exam once: seconds add up, exams and slices are one model's
+            times['reference'].append((sum(x[0] for x in parts), parts[0][1], parts[0][2]))
+    mm_best = max(mm)
+    mm_bf16 = matmul_gflops(dev, matmul_n, dtype=torch.bfloat16) if has_bf16 else None
+    res = dict(device=str(dev), arch=arch, size=side, planes=planes, tasks=tasks, n_train=len(train_df), bs=dls.train.bs,
+               workers=workers, matmul_n=matmul_n, matmul_fp32_gflops=round(mm_best, 1), matmul_bf16_gflops=mm_bf16 and round(mm_bf16, 1),
+               rounds=rounds, variants={})
+    for k,v in times.items():
+        secs,ex,sl = min(v)
+        n_models = len(refs) if k == 'reference' else 1
+        fl = (fl_r*n_models if k == 'reference' else fl_k)
+        gf = fl*sl/secs/1e9
+        res['variants'][k] = dict(exams_per_s=round(ex/secs, 3), slices_per_s=round(sl/secs, 1), gflops=round(gf, 1),
+                                  matmul_fraction=round(gf/mm_best, 3), epoch_seconds=[round(x[0], 2) for x in v],
+                                  exams=ex, slices=sl)
+    if learners: res['auto_choice'] = kneeai_auto_choice(first_learner)
+    res['load_avg_end'] = load_avg()
+    log(f'{load_avg()} at the end')
+    return res
+
+def kneeai_auto_choice(learn) -> str:
+    "What mixed_precision='auto' chooses for this learner's model and data on this machine (measured once, then cached)"
+    try: from kneeai.learner import amp_decision
+    except ImportError: return 'float32 (this kneeai version does not measure)'
+    b = learn.dls.train.one_batch()
+    return amp_decision(learn.model, b[:learn.dls.n_inp], b[learn.dls.n_inp:], learn.loss_func, learn.dls.device,
+                        arch=getattr(learn, 'model_config', None))['choice']
+
+def report(res:dict) -> str:
+    "The figures as a plain-text table"
+    v = res['variants']
+    lines = [f"{res['arch']}, {res['size']} px, planes {','.join(res['planes'])}, tasks {','.join(res['tasks'])}, "
+             f"{res['n_train']} training exams, device {res['device']}, kneeai bs={res['bs']}, reference workers={res['workers']}",
+             f"matmul {res['matmul_n']}x{res['matmul_n']} float32: {res['matmul_fp32_gflops']} GFLOP/s"
+             + (f"; bfloat16: {res['matmul_bf16_gflops']} GFLOP/s" if res['matmul_bf16_gflops'] else ''),
+             f"{'variant':14s} {'exams/s':>8s} {'slices/s':>9s} {'GFLOP/s':>8s} {'of matmul':>9s}  epoch seconds per round"]
+    for k,d in v.items():
+        lines.append(f"{k:14s} {d['exams_per_s']:8.3f} {d['slices_per_s']:9.1f} {d['gflops']:8.1f} {d['matmul_fraction']:9.2f}  {d['epoch_seconds']}")
+    if 'reference' in v:
+        r = v['reference']['exams_per_s']
+        lines.append('ratio kneeai / reference (exams/s): ' + ', '.join(f"{k.split()[1]} {d['exams_per_s']/r:.2f}x" for k,d in v.items() if k != 'reference'))
+    if 'auto_choice' in res: lines.append(f"kneeai mixed_precision='auto' on this machine: {res['auto_choice']}")
+    return '\n'.join(lines)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--n', type=int, default=32, help='training exams (default: 32)')
-    ap.add_argument('--size', type=int, default=128, help='slice side (default: 128)')
-    ap.add_argument('--arch', default='alexnet')
-    ap.add_argument('--bs', type=int, default=8, help="kneeai's exams per batch (default: 8)")
-    ap.add_argument('--workers', type=int, default=2, help="reference loader's worker processes (default: 2)")
+    ap.add_argument('--n', type=int, default=16, help='training exams (default: 16)')
+    ap.add_argument('--size', type=int, default=256, help='slice side of the synthetic exams (default: 256, as MRNet)')
+    ap.add_argument('--arch', default='alexnet', help="backbone (default: alexnet, the reference's)")
+    ap.add_argument('--planes', default='sagittal', help="comma-separated planes or 'all' (default: sagittal)")
+    ap.add_argument('--tasks', default='acl', help="comma-separated tasks or 'all' (default: acl)")
+    ap.add_argument('--bs', type=int, default=8, help="kneeai's exams per batch (default: 8, train_mrnet's)")
+    ap.add_argument('--workers', type=int, default=min(11, torch.multiprocessing.cpu_count()),
+                    help="reference loader's worker processes (the reference: 11; default: that or the CPU count)")
     ap.add_argument('--device', default=None)
     ap.add_argument('--rounds', type=int, default=2, help='timed epochs of each, interleaved; the best counts (default: 2)')
-    ap.add_argument('--data', default=None, help='an existing MRNet folder (default: write a synthetic one)')
+    ap.add_argument('--data', default=None, help='an existing MRNet folder (train/, valid/, csv files); default: synthetic')
+    ap.add_argument('--kneeai', default='fp32,bf16', help="kneeai variants: fp32, bf16, auto (default: fp32,bf16)")
+    ap.add_argument('--no-reference', action='store_true', help='time kneeai only')
+    ap.add_argument('--json', default=None, help='also write the figures to this JSON file')
     a = ap.parse_args()
-    dev = get_device(a.device)
-    print(device_info())
-    data = Path(a.data or tempfile.mkdtemp())/'mrnet'
-    if not a.data: synth_mrnet(data, n_train=a.n, n_valid=2, size=a.size, seed=0, progress=False)
-    set_seed(0)
-    dls = mrnet_dls(data, bs=a.bs, valid_ids=[mrnet_df(data).id.iloc[0]], size=a.size, device=dev, num_workers=0 if dev.type == 'cpu' else a.workers)
-    n = len(dls.train_ds)
-    n_kneeai = n - n % a.bs if dls.train.drop_last else n   # fastai drops the last partial training batch
-    def kneeai_learner(mixed_precision, init=None):
-        set_seed(0)
-        learn = mrnet_learner(dls, arch=a.arch, path=tempfile.mkdtemp(), csv_log=False, cbs=TrainTimer(), mixed_precision=mixed_precision)
-        learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, SaveModelCallback)])  # one held-out exam: nothing to select
-        if init is not None: learn.model.load_state_dict(init)
-        return learn
-    fp32_learn = kneeai_learner('auto')  # the default
-    init = {k: v.clone() for k,v in fp32_learn.model.state_dict().items()}
-    amp_learn = kneeai_learner(True if dev.type == 'cuda' or cpu_bf16_native() else False, init)
-    amp = any(type(cb).__name__ in ('MixedPrecision', 'CPUMixedPrecision') for cb in amp_learn.cbs)
-    ref_model = kneeai_learner(False, init).model
-    for p in ref_model.planes: ref_model.encoder_for(p).cpu_channels_last = False  # the reference's layout
-    df = dls.train.items
-    pw = torch.tensor(((len(df) - df[list(MRNET_TASKS)].sum()) / df[list(MRNET_TASKS)].sum()).to_numpy(dtype=np.float32), device=dev)
-    def kneeai_epoch(learn):
-        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-4)
-        return learn.train_timer.times[-1]
-    # Warm-up (allocations, kernel choice), then `rounds` rounds of one epoch of each, taking each one's best epoch:
-    # round-robin keeps a change in the machine's load from favouring whichever ran at a quieter moment.
-    kneeai_epoch(amp_learn); kneeai_epoch(fp32_learn); reference_epoch(ref_model, df.iloc[:4], a.size, a.workers, dev, pw)
-    times = {'amp': [], 'fp32': [], 'ref': []}
-    for _ in range(a.rounds):
-        times['amp'].append(kneeai_epoch(amp_learn))
-        times['fp32'].append(kneeai_epoch(fp32_learn))
-        times['ref'].append(reference_epoch(ref_model, df, a.size, a.workers, dev, pw))
-    print('epoch seconds per round:', {k: [round(t, 1) for t in v] for k,v in times.items()})
-    t_kneeai,t_fp32,t_ref = (min(times[k]) for k in ('amp', 'fp32', 'ref'))
-    k,k32,r = n_kneeai/t_kneeai, n_kneeai/t_fp32, len(df)/t_ref
-    print(f'{a.arch}, {a.size} px, {len(df)} training exams, device {dev}')
-    print(f'kneeai batched (bs={a.bs}, kornia augmentation on the batch), defaults: {k32:.2f} exams/s')
-    print(f'kneeai batched, mixed_precision=True ({"on" if amp else "not available"}): {k:.2f} exams/s')
-    print(f'reference style (bs=1, per-exam augmentation in {a.workers} loader workers): {r:.2f} exams/s')
-    print(f'ratio kneeai / reference: {k32/r:.2f}x with the defaults, {k/r:.2f}x with mixed_precision=True')
+    res = run(a.data, a.n, a.size, a.arch, a.planes, a.tasks, a.bs, a.workers, a.device, a.rounds,
+              tuple(a.kneeai.split(',')), not a.no_reference)
+    print(report(res))
+    if a.json: Path(a.json).write_text(json.dumps(res, indent=2))
 
 if __name__ == '__main__': main()
