@@ -15,7 +15,7 @@ from kneeai.synthetic_radiographs import synth_radiographs
 from kneeai.tune import tune
 
 SPACE = dict(arch='small_cnn', size=32, bs=8, sampler=None, augment=0., loss=['ce', 'focal'])
-RUN = dict(epochs=1, retrain=False, heartbeat=1, device='cpu', prep=False, seed=0, study='shared')
+RUN = dict(epochs=1, retrain=False, heartbeat=1, device='cpu', prep=False, seed=0, study='shared', test_pct=.25)  # test_pct named: trials still get none
 
 class PruneSecond(optuna.pruners.BasePruner):
     "Prune the second trial this worker runs, at its first report: a pruned trial, whatever the metrics"
