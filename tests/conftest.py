@@ -68,3 +68,40 @@ def app_server(model:Path, tmp:Path):
         if proc.poll() is None: os.killpg(proc.pid, signal.SIGTERM)  # `kneeai app` and anything the server started
         try: proc.wait(20)
         except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL)
+
+# ---- Session fixtures: one synthetic set and one set of tiny untrained models per test session (#14) ----
+TINY_THRESHOLDS = {'abnormal': .4, 'acl': .5, 'meniscus': .6}
+
+@pytest.fixture(scope='session')
+def mrnet_data(tmp_path_factory) -> Path:
+    "A synthetic MRNet folder shared by the whole session (12 training and 2 valid exams, 32 px, seed 0): read it, never write to it"
+    from kneeai.synthetic import synth_mrnet
+    return synth_mrnet(tmp_path_factory.mktemp('mrnet_data')/'mrnet', n_train=12, n_valid=2, size=32, seed=0, progress=False)
+
+@pytest.fixture(scope='session')
+def xr_data(tmp_path_factory) -> tuple:
+    "Synthetic DICOM radiographs shared by the session (8 images, 64 px, seed 0): (folder, labels table)"
+    from kneeai.synthetic_radiographs import synth_radiographs
+    root = tmp_path_factory.mktemp('xr_data')/'xr'
+    return root, synth_radiographs(root, n=8, size=64, seed=0, fracture_rate=.5, progress=False)
+
+@pytest.fixture(scope='session')
+def tiny_models(mrnet_data, xr_data, tmp_path_factory) -> dict:
+    """Untrained small-CNN models saved as `kneeai train` saves them, for tests of the wiring (loading, predicting, serving), not of learning:
+    mrnet (32 px, thresholds TINY_THRESHOLDS), xr (fracture, 32 px), exam (a folder of the valid exam 0013), dcms (3 DICOM files)"""
+    from kneeai.volumes import mrnet_dls
+    from kneeai.radiographs import radiograph_dls
+    from kneeai.train import mrnet_learner
+    from kneeai.radiograph_train import radiograph_learner
+    from kneeai.learner import save_model
+    tmp = tmp_path_factory.mktemp('tiny_models')
+    learn = mrnet_learner(mrnet_dls(mrnet_data, bs=4, size=32, num_workers=0, seed=0, device='cpu'), 'small_cnn', pretrained=False,
+                          in_chans=1, csv_log=False, path=tmp)
+    learn.thresholds = dict(TINY_THRESHOLDS)
+    xr,df = xr_data
+    xl = radiograph_learner(radiograph_dls(df, path=xr, size=32, bs=2, num_workers=0, device='cpu', augment=False),
+                            'small_cnn', csv_log=False, path=tmp)
+    (exam := tmp/'exam').mkdir()
+    for p in ('sagittal', 'coronal', 'axial'): (exam/f'{p}.npy').write_bytes((mrnet_data/'valid'/p/'0013.npy').read_bytes())
+    return dict(mrnet=save_model(learn, tmp/'mrnet_model'), xr=save_model(xl, tmp/'xr_model'), exam=exam,
+                dcms=[xr/f for f in df.file[:3]])
