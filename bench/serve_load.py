@@ -12,7 +12,7 @@ level (and at most `--max-requests`); one request in ten is deliberately bad (a 
 and must get a 4xx. Meanwhile a probe asks `/healthz` every 100 ms. Memory: the server's resident set size after a
 warm-up and after 1,000 more requests (concurrency 8). Printed with the load average, as the machine may be shared.
 
-Usage: `python bench/serve_load.py [--seconds 60] [--levels 1,8,32] [--workloads exams,radiographs] [--device cpu]`.
+Usage: `python bench/serve_load.py [--seconds 60] [--levels 1,8,32] [--workloads exams,radiographs] [--device cpu] [--threads N]`.
 """
 import argparse, asyncio, io, json, os, random, signal, socket, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
@@ -111,7 +111,7 @@ async def drive(url:str, good:list, bad:list, concurrency:int, seconds:float, ma
         async def worker():
             while time.perf_counter() < deadline and sent[0] < max_requests:
                 sent[0] += 1
-                is_bad = rng.random() < .1
+                is_bad = bool(bad) and rng.random() < .1
                 files = rng.choice(bad if is_bad else good)
                 t0 = time.perf_counter()
                 try: status = (await c.post(f'{url}/v1/predict', files=files)).status_code
@@ -137,12 +137,11 @@ async def drive(url:str, good:list, bad:list, concurrency:int, seconds:float, ma
     return dict(res, requests=res['good'] + res['bad'], rps=(res['good'] + res['bad'])/wall, p50=ms(.5, lat), p95=ms(.95, lat), p99=ms(.99, lat),
                 health_max=1000*max(health) if health else float('nan'))
 
-def batch_sizes(url:str) -> str:
-    "Mean requests per forward pass so far, from the server's metrics"
+def batch_totals(url:str) -> tuple:
+    "(requests, forward passes) so far, from the server's metrics"
     txt = httpx.get(f'{url}/metrics').text
-    val = lambda k: float(next(l.split()[-1] for l in txt.splitlines() if l.startswith(k)))
-    n = val('kneeai_batch_size_count')
-    return f'{val("kneeai_batch_size_sum")/n:.2f}' if n else '-'
+    val = lambda k: float(next(l.split()[-1] for l in txt.splitlines() if l.startswith(k + ' ')))
+    return val('kneeai_batch_size_sum'), val('kneeai_batch_size_count')
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -157,30 +156,33 @@ def main():
     ap.add_argument('--max-batch', type=int, default=8)
     ap.add_argument('--batch-wait-ms', type=float, default=5)
     ap.add_argument('--device', default='cpu')
+    ap.add_argument('--threads', type=int, default=None, help="torch's CPU threads in the server (default: one per core)")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(',')]
     tmp = Path(tempfile.mkdtemp())
     ms = models(tmp, a.arch, a.exam_size, a.xr_size)
     reqs = dict(exams=exam_requests(tmp), radiographs=radiograph_requests(tmp))
     print(f'{os.cpu_count()} CPUs; models: {a.arch}, exams at {a.exam_size} px, radiographs at {a.xr_size} px, random weights, on {a.device}; '
-          f'{a.seconds:g} s per run, 10 % bad requests')
+          f'{a.seconds:g} s per run, 10 % bad requests; server threads: {a.threads or "torch default"}')
     rows = []
     for wl in a.workloads.split(','):
         good,bad,where = reqs[wl]
         print(f'\n{wl}: {where}')
         for batching in (True, False):
-            opts = ['--max-batch', a.max_batch if batching else 1, '--batch-wait-ms', a.batch_wait_ms, '--device', a.device, '--max-files', 4]
+            opts = ['--max-batch', a.max_batch if batching else 1, '--batch-wait-ms', a.batch_wait_ms, '--device', a.device, '--max-files', 4, *(['--threads', a.threads] if a.threads else [])]
             srv = Server(ms[wl], tmp/f'{wl}_{batching}.log', *opts)
             try:
                 asyncio.run(drive(srv.url, good, [], 4, 3, 40))  # warm-up
                 for c in levels:
+                    n0,b0 = batch_totals(srv.url)
                     r = asyncio.run(drive(srv.url, good, bad, c, a.seconds, a.max_requests))
+                    n1,b1 = batch_totals(srv.url)
                     r.update(workload=wl, batching=f'max {a.max_batch}, {a.batch_wait_ms:g} ms' if batching else 'off', concurrency=c,
-                             mean_batch=batch_sizes(srv.url), load=load())
+                             mean_batch=round((n1 - n0)/max(b1 - b0, 1), 2), load=load())
                     rows.append(r)
                     print(f"  batching {r['batching']:<14} c={c:<3} {r['requests']:>6} req  {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f}  p95 {r['p95']:7.1f}  "
                           f"p99 {r['p99']:7.1f} ms  good errors {r['good_errors']}  bad 4xx {r['bad_4xx']}/{r['bad']}  "
-                          f"healthz max {r['health_max']:.0f} ms  batch(mean so far) {r['mean_batch']}  load {r['load']}", flush=True)
+                          f"healthz max {r['health_max']:.0f} ms  mean batch {r['mean_batch']}  load {r['load']}", flush=True)
                 if batching and a.memory_requests:
                     before = rss_mb(srv.proc.pid)
                     m = asyncio.run(drive(srv.url, good, bad, 8, 3600, a.memory_requests, seed=1))

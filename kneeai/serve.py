@@ -10,7 +10,7 @@ __all__ = ['API_KEY_ENV', 'SERVE_ENV', 'model_digest', 'single_label', 'model_in
            'authorized', 'serve_app', 'app_from_env', 'serve']
 
 # %% ../nbs/12b_serve.ipynb #cb12db4f
-import asyncio, base64, contextlib, hashlib, hmac, io, ipaddress, json, logging, os, tempfile, time, traceback, uuid, zipfile, zlib
+import asyncio, base64, contextlib, ctypes, hashlib, hmac, io, ipaddress, json, logging, os, tempfile, time, traceback, uuid, zipfile, zlib
 from concurrent.futures import ThreadPoolExecutor
 from fastcore.meta import delegates
 from pathlib import Path
@@ -490,15 +490,22 @@ def serve_app(model, # A loaded `Predictor`, or a model folder (loaded here)
     app.add_middleware(_Guard, max_bytes=svc.max_bytes, metrics=svc.metrics)
     return app
 
-# %% ../nbs/12b_serve.ipynb #276c5850
+# %% ../nbs/12b_serve.ipynb #d81f6794
+def _fixed_mmap_threshold(nbytes:int=1 << 20):
+    "Have glibc map buffers above `nbytes` on their own, so that they go back to the system when freed"
+    try: ctypes.CDLL(None).mallopt(-3, nbytes)  # M_MMAP_THRESHOLD; a fixed value also stops its sliding
+    except (OSError, AttributeError): pass
+
+# %% ../nbs/12b_serve.ipynb #b9f6f634
 SERVE_ENV = 'KNEEAI_SERVE_OPTIONS'
 
 def app_from_env():
     "The application of one uvicorn worker, from the options `serve` put in the environment"
     opts = json.loads(os.environ[SERVE_ENV])
+    _fixed_mmap_threshold()
     return serve_app(key=api_key(opts.pop('api_key_file')), **opts)
 
-# %% ../nbs/12b_serve.ipynb #d81f6794
+# %% ../nbs/12b_serve.ipynb #2f52258a
 def _need_serve_extra():
     import importlib.util
     missing = [m for m in ('fastapi', 'uvicorn', 'multipart', 'prometheus_client') if importlib.util.find_spec(m) is None]
@@ -518,7 +525,9 @@ def serve(model, # A model folder (`model.safetensors` + `config.json`)
     key = api_key(api_key_file)
     check_bind(host, key)
     logging.basicConfig(level=log_level.upper(), format='%(asctime)s %(levelname)s %(name)s %(message)s')
-    if workers <= 1: app = serve_app(model, key=key, **kwargs)
+    if workers <= 1:
+        _fixed_mmap_threshold()
+        app = serve_app(model, key=key, **kwargs)
     else:
         Predictor.load(model, 'cpu', kwargs.get('trust_pickle', False))  # one clear error for a wrong folder
         os.environ[SERVE_ENV] = json.dumps(dict(model=str(Path(model).expanduser().resolve()), api_key_file=api_key_file and str(api_key_file), **kwargs))
