@@ -14,7 +14,8 @@ With `--decode`, it measures instead what kneeai's safe decoding path costs per 
 one file of each transfer syntax the synthetic set holds (at `--decode-size`, 2048 by default, a radiograph's
 size), as it runs (JPEG-LS and JPEG 2000 decoded in kneeai's decoding child process, with the header checks) and
 with the child switched off (everything decoded in this process: the path before issue 13, plus the checks); the
-difference is the cost of the child. Best of `--reps` x 10 calls each, alternating.
+difference is the cost of the child. Best of `--reps` x 10 calls each, alternating; wall clock, and CPU time of this
+process plus the child's (read from /proc: Linux), which a busy machine disturbs much less.
 
 Usage: `python bench/preprocess.py [--n 150] [--size 256] [--workers 2] [--reps 2] [--data DIR] [--decode [--decode-size 2048]]`.
 """
@@ -61,22 +62,31 @@ def decode_cost(size:int, reps:int):
         b = io.BytesIO(); radiograph_dataset(*synth_radiograph_row(row, 0, size), row, 0).save_as(b, enforce_file_format=True)
         files[ts] = b.getvalue()
     safe = kd._in_process
+    def cpu():
+        "CPU seconds of this process and of the decoding child so far"
+        p = kd._child.proc
+        if p is None or p.poll() is not None: return time.process_time()
+        f = Path(f'/proc/{p.pid}/stat').read_text().rsplit(')', 1)[1].split()
+        return time.process_time() + (int(f[11]) + int(f[12]))/os.sysconf('SC_CLK_TCK')
     print(f'dcm2float on {size}x{size} synthetic radiographs (bytes in memory), best of {reps}x10 calls; '
           f'load average before: {" ".join(f"{x:.2f}" for x in os.getloadavg())}', flush=True)
     for ts,data in files.items():
-        dcm2float(data)  # starts the child (once per process) outside the timing
-        best = {}
+        t = time.perf_counter(); dcm2float(data)  # starts the child (once per process) outside the timing
+        if ts == 'jpeg2000': print(f'  first compressed image, with the start of the child: {time.perf_counter() - t:.2f} s', flush=True)
+        best,bcpu = {},{}
         for r in range(reps):
             for mode in ('in process', 'safe path'):
                 kd._in_process = (lambda t: True) if mode == 'in process' else safe
                 try:
-                    t = time.perf_counter()
+                    t,c = time.perf_counter(),cpu()
                     for _ in range(10): dcm2float(data)
                     best[mode] = min(best.get(mode, float('inf')), (time.perf_counter() - t)/10)
+                    bcpu[mode] = min(bcpu.get(mode, float('inf')), (cpu() - c)/10)
                 finally: kd._in_process = safe
         child = 'child' if not safe(pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID) else 'this process'
         print(f'  {ts:9s} ({len(data)/1e6:5.2f} MB, decoded in {child:12s}): in process {1000*best["in process"]:7.1f} ms, '
-              f'safe path {1000*best["safe path"]:7.1f} ms, difference {1000*(best["safe path"] - best["in process"]):+6.1f} ms/image', flush=True)
+              f'safe path {1000*best["safe path"]:7.1f} ms, difference {1000*(best["safe path"] - best["in process"]):+6.1f} ms/image; '
+              f'CPU {1000*bcpu["in process"]:7.1f} vs {1000*bcpu["safe path"]:7.1f} ms, {1000*(bcpu["safe path"] - bcpu["in process"]):+6.1f} ms/image', flush=True)
     print(f'(load average after: {" ".join(f"{x:.2f}" for x in os.getloadavg())})')
 
 def main():
