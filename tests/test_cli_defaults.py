@@ -13,6 +13,7 @@ from kneeai.learner import Predictor
 from kneeai.demo import mrnet_demo
 from kneeai.interpret import explain, CAM_METHODS
 from kneeai.radiographs import RADIOGRAPH_TASKS
+from kneeai.serve import serve
 
 # subcommand -> (the fewest arguments it takes, the functions it calls, options that feed no parameter)
 COMMANDS = {
@@ -27,6 +28,7 @@ COMMANDS = {
     'predict': (['--model', 'M', 'e'], [Predictor.load, Predictor.predict_split], {'model', 'exams', 'data', 'csv'}),
     'demo': ([], [mrnet_demo], set()),
     'explain': (['--model', 'M', 'e', '--out', 'O'], [explain], set()),
+    'serve': (['--model', 'M'], [serve], set()),
 }
 
 def leaf(path:str) -> argparse.ArgumentParser:
