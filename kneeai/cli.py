@@ -7,7 +7,7 @@ Docs: https://kneeai.github.io/kneeai/cli.html.md"""
 
 # %% ../nbs/13_cli.ipynb #c5d56205
 from __future__ import annotations
-import argparse, importlib.util, inspect, json, math, os, sys
+import argparse, importlib.util, inspect, json, math, os, sys, warnings
 from pathlib import Path
 import kneeai
 from .core import KneeaiError, DataError, DicomError, ModelError, atomic_write, device_info
@@ -18,7 +18,7 @@ from .synthetic import synth_mrnet
 from .synthetic_radiographs import synth_radiographs, synth_mura
 from .radiographs import RADIOGRAPH_TASKS
 from .sampling import LOSS_KINDS, REBALANCE_KINDS
-from .metrics import format_report
+from .metrics import format_report, NotLearntWarning
 from .learner import Predictor
 from .train import train_mrnet
 from .radiograph_train import train_radiographs
@@ -273,9 +273,20 @@ def _fit_options(p, d:dict):
 # %% ../nbs/13_cli.ipynb #f0643e2b
 from .tracking import tracked
 
+def _warn_not_learnt(res:dict):
+    "A training recipe's `NotLearntWarning`, as one plain line on standard error"
+    if res.get('warning'): print(f"kneeai train: warning: {res['warning']}", file=sys.stderr)
+
+def _side_or_none(s:str):
+    "`--size`: 'none' (keep the slices' size) or a checked image side"
+    return None if s.lower() == 'none' else image_side(s)
+
 def _train_mrnet(args):
-    res = tracked(train_mrnet, args.track, **_kwargs(args, train_mrnet))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', NotLearntWarning)  # said once, plainly, below
+        res = tracked(train_mrnet, args.track, **_kwargs(args, train_mrnet))
     if 'report' in res: print(format_report(res['report']).to_string())
+    _warn_not_learnt(res)
     print(f"model, report, ROC curves and training log in {res['out']}")
 
 def _add_train_mrnet(kinds):
@@ -284,10 +295,12 @@ def _add_train_mrnet(kinds):
     m.add_argument('--out', type=out_folder, required=True, help='folder for the model, report, ROC curves and training log')
     _opt(m, d, 'tasks', type=_csv_list, help=f"comma-separated (default: {','.join(d['tasks'])})")
     _opt(m, d, 'planes', type=_csv_list, help=f"comma-separated (default: {','.join(d['planes'])})")
-    _opt(m, d, 'arch', help='backbone: alexnet, resnet18, resnet34, densenet121, efficientnet_b0, a timm name, or small_cnn (default: %(default)s)')
+    _opt(m, d, 'arch', help="backbone: small_cnn (from scratch, quick on a CPU), alexnet (the paper's), resnet18, densenet121, efficientnet_b0, a timm name (default: %(default)s)")
     _opt(m, d, 'shared', action='store_true', help='one backbone for all planes')
-    _opt(m, d, 'size', type=int, help='resize slices to SIZE x SIZE (default: keep)')
+    _opt(m, d, 'size', type=_side_or_none, help="resize slices to SIZE x SIZE ('none': keep them; default: %(default)s)")
     _fit_options(m, d)
+    _opt(m, d, 'pretrained', '--no-pretrained', action='store_const', const=False,
+         help="random weights even where ImageNet weights are cached (default: ImageNet weights if they load, else random weights; one line says which)")
     m.set_defaults(func=_train_mrnet)
 
 # %% ../nbs/13_cli.ipynb #2c971481

@@ -34,7 +34,7 @@ def _demo_gradcam(data:Path, out:Path) -> dict:
     return dict(example_exam=exam, gradcam=out/'gradcam', example_labels={t: int(row[t]) for t in MRNET_TASKS}, gradcam_summary=summary)
 
 # %% ../nbs/12a_demo.ipynb #9ca44190
-@delegates(train_mrnet, but=['data', 'out', 'arch', 'in_chans', 'epochs', 'bs', 'lr', 'seed'])
+@delegates(train_mrnet, but=['data', 'out', 'arch', 'in_chans', 'size', 'epochs', 'bs', 'lr', 'seed'])
 def mrnet_demo(out=None, # Folder for the data, model and report (default: `~/.kneeai/demo`)
                n_train:int=160, # Synthetic training exams (`train`, of which `valid_pct` are held out for model selection)
                n_valid:int=40, # Synthetic test exams (`valid`, as in MRNet)
@@ -52,6 +52,6 @@ def mrnet_demo(out=None, # Folder for the data, model and report (default: `~/.k
     out = Path(ifnone(out, kneeai_home()/'demo'))
     t0 = time.perf_counter()
     data = synth_mrnet(out/'data', n_train=n_train, n_valid=n_valid, size=size, seed=seed, difficulty=difficulty, progress=progress)
-    res = train_mrnet(data, out, arch=arch, in_chans=1 if arch == 'small_cnn' else 3, epochs=epochs, bs=bs, lr=lr, seed=seed,
+    res = train_mrnet(data, out, arch=arch, in_chans=1 if arch == 'small_cnn' else 3, size=size, epochs=epochs, bs=bs, lr=lr, seed=seed,
                       progress=progress, **kwargs)
     return dict(res, data=data, **_demo_gradcam(data, out), seconds=round(time.perf_counter() - t0, 1))

@@ -7,20 +7,21 @@ Docs: https://kneeai.github.io/kneeai/train.html.md"""
 # %% ../nbs/09b_train.ipynb #68092026
 from __future__ import annotations
 from pathlib import Path
+import warnings
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 from fastcore.meta import delegates
 from fastai.basics import *
 from fastai.callback.all import *
-from .core import PLANES, MRNET_TASKS, DataError, set_seed
+from .core import PLANES, MRNET_TASKS, DataError, ModelError, set_seed
 from .volumes import mrnet_dls, mrnet_test_dl
 from .models import TripleMRNet, mrnet_splitter
-from .metrics import auc_metrics, youden_threshold, mrnet_report, plot_roc
+from .metrics import auc_metrics, youden_threshold, mrnet_report, plot_roc, learning_check, not_learnt_message, NotLearntWarning
 from .learner import training_callbacks, progress_ctx, fit_recipe, write_report, save_model
 
 # %% auto #0
-__all__ = ['pos_weight', 'mrnet_learner', 'tune_thresholds', 'exam_features', 'fit_head_cached', 'train_mrnet']
+__all__ = ['pos_weight', 'auto_pretrained', 'mrnet_learner', 'tune_thresholds', 'exam_features', 'fit_head_cached', 'train_mrnet']
 
 # %% ../nbs/09b_train.ipynb #32ee93ee
 def pos_weight(dls:DataLoaders # From `mrnet_dls`: its training items hold the task columns
@@ -33,28 +34,45 @@ def pos_weight(dls:DataLoaders # From `mrnet_dls`: its training items hold the t
         raise DataError(', '.join(bad), f'the training exams hold only one class for these tasks', hint='use more exams, or drop the task')
     return torch.tensor((len(df) - pos) / pos, dtype=torch.float32)
 
+# %% ../nbs/09b_train.ipynb #2e85f878
+def auto_pretrained(build, # `build(pretrained)` returns the model
+                    arch:str, # Its backbone (for the message)
+                    pretrained:bool|str='auto', # 'auto': ImageNet weights where they load (cached, or downloadable), else random weights
+                   ) -> tuple:
+    "The model `build(pretrained)` and the `pretrained` it used; 'auto' tries the weights' real loading path and falls back, saying which and why"
+    if not (isinstance(pretrained, str) and pretrained == 'auto'): return build(pretrained), pretrained
+    try: m = build(True)
+    except ModelError as e:
+        print(f"pretrained='auto': {arch} starts from random weights ({e.reason}" + (f'; to use them: {e.hint}' if e.hint and 'download' in e.hint else '') + ')')
+        return build(False), False
+    print(f"pretrained='auto': {arch} starts from ImageNet weights (body frozen for one epoch, then fine-tuned)")
+    return m, True
+
 # %% ../nbs/09b_train.ipynb #758e5a24
 @delegates(training_callbacks, but=['device', 'path', 'monitor'])
 def mrnet_learner(dls:DataLoaders, # From `mrnet_dls`
-                  arch:str='alexnet', # Backbone, see `kneeai.models.create_backbone`
-                  pretrained:bool|str=False, # ImageNet weights (True; needs them downloaded or cached) or a weight file
+                  arch:str='small_cnn', # Backbone, see `kneeai.models.create_backbone` ('alexnet': the paper's)
+                  pretrained:bool|str='auto', # 'auto': ImageNet weights if they load, else random (see `auto_pretrained`); True; False; or a weight file
                   shared:bool=False, # One backbone for all planes
-                  in_chans:int=3, # 3: gray slices repeated to 3 channels (as in the paper); 1: folded first conv
+                  in_chans:int|None=None, # 3: gray slices repeated to 3 channels (as in the paper); 1: folded first conv; None: 1 for small_cnn, else 3
                   monitor:str='mean_auc', # Metric that picks the best epoch (on the held-out training exams)
                   path=None, # Folder for logs and checkpoints (default: the data folder)
                   cbs=None, # More callbacks
                   learner_kwargs:dict|None=None, # Passed to `Learner` (e.g. `wd`, `opt_func`)
                   **kwargs, # Passed to `kneeai.learner.training_callbacks` (patience, fname, csv_log, tensorboard, mixed_precision)
                  ) -> Learner:
-    "A `Learner` for a `TripleMRNet` on `dls`: prevalence-weighted BCE, AUC per task, best-epoch saving"
+    "A `Learner` for a `TripleMRNet` on `dls`: prevalence-weighted BCE, AUC per task, best-epoch saving; `.pretrained` says what the body started from"
     cfg,path = dls.data_config,Path(ifnone(path, dls.path))
     path.mkdir(parents=True, exist_ok=True)
-    model = TripleMRNet(arch, planes=cfg['planes'], n_out=len(cfg['tasks']), shared=shared, pretrained=pretrained, in_chans=in_chans)
+    in_chans = ifnone(in_chans, 1 if arch == 'small_cnn' else 3)
+    model,pretrained = auto_pretrained(lambda pre: TripleMRNet(arch, planes=cfg['planes'], n_out=len(cfg['tasks']), shared=shared,
+                                                               pretrained=pre, in_chans=in_chans), arch, pretrained)
     cbs = L(cbs) + training_callbacks(dls.device, monitor, path=path, **kwargs)
     learn = Learner(dls, model, loss_func=BCEWithLogitsLossFlat(pos_weight=pos_weight(dls).to(dls.device or 'cpu')),
                     metrics=auc_metrics(cfg['tasks']), splitter=mrnet_splitter, path=path, cbs=cbs, **(learner_kwargs or {}))
     learn.model_config = dict(kind='TripleMRNet', arch=arch, planes=list(cfg['planes']), n_out=len(cfg['tasks']),
                               shared=shared, in_chans=in_chans)
+    learn.pretrained = pretrained
     if pretrained: learn.freeze()
     return learn
 
@@ -104,25 +122,38 @@ def fit_head_cached(learn:Learner, # From `mrnet_learner`; its backbones are not
     return learn
 
 # %% ../nbs/09b_train.ipynb #4a35d383
-def _report_test(learn:Learner, data, split:str, out:Path, n_boot:int, seed:int) -> dict:
-    "Predict MRNet's `split` (the test set), write the report and ROC curves to `out`"
+def _report_test(learn:Learner, data, split:str, out:Path, n_boot:int, seed:int, warning:str|None=None) -> dict:
+    "Predict MRNet's `split` (the test set), write the report and ROC curves to `out`, with `warning` (if any) under the title"
     cfg = learn.dls.data_config
     tdl = mrnet_test_dl(data, split, bs=learn.dls.bs, device=learn.dls.device, **cfg)  # prepared as in training, with its tasks' labels
     with progress_ctx(learn, False): probs,targs = learn.get_preds(dl=tdl)
     rep = mrnet_report(targs.numpy(), probs.numpy(), cfg['tasks'], thresholds=learn.thresholds, n_boot=n_boot, seed=seed)
-    fig = plot_roc(targs.numpy(), probs.numpy(), cfg['tasks'], thresholds=learn.thresholds, rep=rep).figure
-    write_report(out, rep, f'{split} split: {len(probs)} exams', fig, 'roc.png')
+    fig = plot_roc(targs.numpy(), probs.numpy(), cfg['tasks'], thresholds=learn.thresholds, rep=rep,
+                   title='ROC curves: the model seems to have learnt nothing' if warning else 'ROC curves').figure
+    write_report(out, rep, f'{split} split: {len(probs)} exams' + (f'\n\n> **Warning.** {warning}' if warning else ''), fig, 'roc.png')
     return dict(report=rep, test_split=split, n_test=len(probs))
+
+# %% ../nbs/09b_train.ipynb #c9f9821e
+_NOT_LEARNT_HINT = ("more epochs (`--epochs`), another learning rate (`--lr`; `learn.lr_find()`), the small body that trains from "
+                    "random weights (`--arch small_cnn`), or ImageNet weights (`--pretrained`, with the weights cached)")
+
+def _check_learnt(learn:Learner, seed:int) -> tuple[dict, str|None]:
+    "`learning_check` on the held-out training exams, and its warning (also issued as a `NotLearntWarning`)"
+    with progress_ctx(learn, False): probs,targs = learn.get_preds(dl=learn.dls.valid)
+    problems = learning_check(targs.numpy(), probs.numpy(), learn.dls.data_config['tasks'], seed=seed)
+    msg = not_learnt_message(problems, 'held-out training exams', _NOT_LEARNT_HINT)
+    if msg: warnings.warn(msg, NotLearntWarning)
+    return problems, msg
 
 # %% ../nbs/09b_train.ipynb #4e37fb4d
 @delegates(mrnet_learner, but=['dls', 'arch', 'pretrained', 'shared', 'in_chans', 'path', 'cbs'])
 def train_mrnet(data, # An MRNet folder
                 out, # Folder for the model, report, plots and log
                 tasks=MRNET_TASKS, planes=PLANES, # What to learn, from which planes
-                arch:str='alexnet', pretrained:bool|str=False, shared:bool=False, in_chans:int=3, # The model, see `mrnet_learner`
-                epochs:int=10, # Epochs (after the head-only epoch when pretrained)
-                bs:int=8, lr:float=1e-3, # Exams per batch; maximum learning rate
-                size:int|None=None, # Resize slices (e.g. 128 for speed); None keeps 256
+                arch:str='small_cnn', pretrained:bool|str='auto', shared:bool=False, in_chans:int|None=None, # The model, see `mrnet_learner`
+                epochs:int=20, # Epochs (after the head-only epoch when pretrained)
+                bs:int=8, lr:float=0.003, # Exams per batch; maximum learning rate
+                size:int|None=64, # Resize slices to `size` x `size`; None keeps them (MRNet: 256)
                 valid_pct:float=0.2, # Part of `train` held out for model selection and thresholds
                 seed:int=42, device=None, num_workers:int|None=None, # Seed of the split and the training; where and with how many loaders
                 n_boot:int=2000, # Bootstrap resamples for the report's intervals
@@ -130,14 +161,16 @@ def train_mrnet(data, # An MRNet folder
                 progress:bool=True, # See `kneeai.learner.progress_ctx`
                 **kwargs, # Passed to `mrnet_learner` (e.g. patience, mixed_precision)
                ) -> dict:
-    "Train a `TripleMRNet` on `data`, tune thresholds on held-out training exams, report on the test split, save all"
+    "Train a `TripleMRNet` on `data`, tune thresholds on held-out training exams, check it learnt, report on the test split, save all"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
     dls = mrnet_dls(data, tasks, planes, bs=bs, valid_pct=valid_pct, seed=seed, size=size, device=device, num_workers=num_workers)
     learn = mrnet_learner(dls, arch, pretrained, shared, in_chans, path=out, **kwargs)
-    secs = fit_recipe(learn, epochs, lr, pretrained, progress)
-    res = dict(train_seconds=secs, n_train=len(dls.train_ds), n_tune=len(dls.valid_ds))
+    secs = fit_recipe(learn, epochs, lr, learn.pretrained, progress)
+    res = dict(train_seconds=secs, n_train=len(dls.train_ds), n_tune=len(dls.valid_ds), pretrained=learn.pretrained)
     with progress_ctx(learn, False): tune_thresholds(learn)
-    if test_split: res.update(_report_test(learn, data, test_split, out, n_boot, seed))
-    save_model(learn, out/'model', train=dict(epochs=epochs, bs=bs, lr=lr, seed=seed, data=str(data), seconds=secs))
+    res['not_learnt'],res['warning'] = _check_learnt(learn, seed)
+    if test_split: res.update(_report_test(learn, data, test_split, out, n_boot, seed, res['warning']))
+    save_model(learn, out/'model', train=dict(epochs=epochs, bs=bs, lr=lr, size=size, seed=seed, pretrained=str(learn.pretrained),
+                                              data=str(data), seconds=secs, not_learnt=res['not_learnt']))
     return dict(res, learn=learn, out=out)
