@@ -6,7 +6,7 @@ Docs: https://kneeai.github.io/kneeai/dicom.html.md"""
 
 # %% ../nbs/01_dicom.ipynb #55778747
 from __future__ import annotations
-import io, os, re, sys, time, fcntl, pickle, select, signal, struct, subprocess, tempfile, threading, hashlib, warnings
+import io, os, re, sys, time, pickle, select, signal, struct, subprocess, tempfile, threading, hashlib, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 import pydicom
@@ -287,9 +287,6 @@ class _DecodeChild:
     def _start(self):
         self.err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([sys.executable, '-c', _WORKER_CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
-        for f in (self.proc.stdin, self.proc.stdout):  # 1 MiB pipes: fewer system calls for a radiograph's 8 MiB (Linux only)
-            try: fcntl.fcntl(f.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
-            except (AttributeError, OSError): pass
 
     def _stop(self):
         if self.proc is None: return
@@ -334,7 +331,7 @@ os.register_at_fork(after_in_child=lambda: globals().update(_child=_DecodeChild(
 # %% ../nbs/01_dicom.ipynb #a830b9cd
 def _in_process(ts:UID) -> bool:
     "Whether pixel data of transfer syntax `ts` is decoded in this process (no native decoder that could abort it)"
-    return not ts.is_encapsulated or ts == RLELossless
+    return not ts.is_encapsulated or ts == RLELossless or sys.platform == 'win32' # the child needs select() on pipes: POSIX
 
 # %% ../nbs/01_dicom.ipynb #b50ca3da
 def _modality_range(ds) -> tuple[float, float]:
