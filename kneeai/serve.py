@@ -10,7 +10,7 @@ __all__ = ['API_KEY_ENV', 'SERVE_ENV', 'model_digest', 'single_label', 'model_in
            'authorized', 'serve_app', 'app_from_env', 'serve']
 
 # %% ../nbs/12b_serve.ipynb #cb12db4f
-import asyncio, base64, contextlib, ctypes, hashlib, hmac, io, ipaddress, json, logging, os, tempfile, time, traceback, uuid, zipfile, zlib
+import asyncio, base64, contextlib, ctypes, hashlib, hmac, inspect, io, ipaddress, json, logging, os, tempfile, time, traceback, uuid, zipfile, zlib
 from concurrent.futures import ThreadPoolExecutor
 from fastcore.meta import delegates
 from pathlib import Path
@@ -533,5 +533,7 @@ def serve(model, # A model folder (`model.safetensors` + `config.json`)
         os.environ[SERVE_ENV] = json.dumps(dict(model=str(Path(model).expanduser().resolve()), api_key_file=api_key_file and str(api_key_file), **kwargs))
         app = 'kneeai.serve:app_from_env'
     _log.info('kneeai serve: %s on http://%s:%d (%d worker%s)%s', Path(model).name, host, port, workers, 's'*(workers > 1), ', API key required' if key else '')
+    # a worker importing torch and loading its model may not answer uvicorn's health pings for longer than its default 5 s
+    slow_start = {'timeout_worker_healthcheck': 120} if 'timeout_worker_healthcheck' in inspect.signature(uvicorn.Config).parameters else {}
     uvicorn.run(app, host=host, port=port, workers=workers if workers > 1 else None, factory=workers > 1,
-                log_level=log_level, access_log=False, timeout_graceful_shutdown=10)
+                log_level=log_level, access_log=False, timeout_graceful_shutdown=10, **slow_start)
