@@ -7,6 +7,7 @@ Docs: https://kneeai.github.io/kneeai/radiograph_train.html.md"""
 # %% ../nbs/09c_radiograph_train.ipynb #ac0b20ad
 from __future__ import annotations
 from pathlib import Path
+import warnings
 import numpy as np, pandas as pd, torch
 import torch.nn.functional as F
 from fastai.basics import *
@@ -16,7 +17,7 @@ from .radiographs import radiograph_dls, patient_split, task_vocab, _label_cols
 from .volumes import ConfigDataLoaders
 from .sampling import make_loss, rebalance, init_prior_bias
 from .models import RadiographNet, CoralLoss, radiograph_splitter
-from .metrics import radiograph_metrics, radiograph_report, plot_class_confusion
+from .metrics import radiograph_metrics, radiograph_report, plot_class_confusion, class_learning_check, not_learnt_message, NotLearntWarning
 from .learner import training_callbacks, progress_ctx, fit_recipe, write_report, save_model
 
 # %% auto #0
@@ -98,21 +99,41 @@ def _test_mask(df, test_pct, seed, patient_col, label_cols) -> np.ndarray:
     if test_pct: return patient_split(df, test_pct, seed + 1, patient_col, by=label_cols[:1])
     return np.zeros(len(df), bool)
 
+# %% ../nbs/09c_radiograph_train.ipynb #016490a0
+_NOT_LEARNT_HINT = ("more epochs (`--epochs`), another learning rate (`--lr`), a sampler or loss for rare classes "
+                    "(`--sampler`, `--loss`), or ImageNet weights (`--pretrained`, with the weights cached)")
+
+def _check_learnt(learn, seed:int) -> tuple[dict, str|None]:
+    "`class_learning_check` on the held-out training images, and its warning (also issued as a `NotLearntWarning`)"
+    cfg = learn.dls.data_config
+    with progress_ctx(learn, False): probs,targs = learn.get_preds(dl=learn.dls.valid)
+    problems = class_learning_check(targs.numpy(), probs.numpy(), cfg['classes'], cfg['task'] == 'multilabel', seed=seed)
+    msg = not_learnt_message(problems, 'held-out training images', _NOT_LEARNT_HINT)
+    if msg: warnings.warn(msg, NotLearntWarning)
+    return problems, msg
+
 # %% ../nbs/09c_radiograph_train.ipynb #2f12916a
-def _write_test_outputs(learn, tst:pd.DataFrame, out:Path, label_cols, patient_col, n_boot:int, seed:int) -> dict:
-    "Predict the test images, write the report, the confusion matrix and `test_predictions.csv`"
+def _never_answered(targs:np.ndarray, probs:np.ndarray, classes) -> list:
+    "The classes present in `targs` that are never the most probable one"
+    pred = probs.argmax(1)
+    return [str(c) for k,c in enumerate(classes) if (targs == k).any() and not (pred == k).any()]
+
+def _write_test_outputs(learn, tst:pd.DataFrame, out:Path, label_cols, patient_col, n_boot:int, seed:int, warning:str|None=None) -> dict:
+    "Predict the test images, write the report (with `warning` and the classes never answered under its title), the confusion matrix and `test_predictions.csv`"
     cfg = learn.dls.data_config
     with progress_ctx(learn, False): probs,targs = learn.get_preds(dl=learn.dls.test_dl(tst, with_labels=True))
     ml = cfg['task'] == 'multilabel'
     rep = radiograph_report(targs.numpy(), probs.numpy(), cfg['classes'], cfg['ordinal'], ml, n_boot=n_boot, seed=seed)
     fig = None if ml else plot_class_confusion(targs.numpy(), probs.numpy(), cfg['classes'], title=f"{cfg['task']}: test split").figure
     n_pat = tst[patient_col].nunique() if patient_col else len(tst)
-    write_report(out, rep, f'Test split: {len(tst)} images of {n_pat} patients', fig, 'confusion.png')
+    never = [] if ml else _never_answered(targs.numpy(), probs.numpy(), cfg['classes'])
+    notes = ([f'> **Warning.** {warning}'] if warning else []) + ([f"> The model never answered {', '.join(never)} on the test split."] if never else [])
+    write_report(out, rep, '\n\n'.join([f'Test split: {len(tst)} images of {n_pat} patients', *notes]), fig, 'confusion.png')
     pr = pd.DataFrame(probs.numpy(), columns=[str(c) for c in cfg['classes']])
     pr.insert(0, cfg['fn_col'], tst[cfg['fn_col']].values)
     for c in label_cols: pr[f'true_{c}'] = tst[c].values
     pr.to_csv(out/'test_predictions.csv', index=False)
-    return dict(report=rep, probs=probs.numpy(), targs=targs.numpy())
+    return dict(report=rep, probs=probs.numpy(), targs=targs.numpy(), never_answered=never)
 
 # %% ../nbs/09c_radiograph_train.ipynb #06411298
 @delegates(radiograph_learner, but=['dls', 'path', 'arch', 'pretrained', 'loss', 'sampler'])
@@ -144,9 +165,11 @@ def train_radiographs(data, # Labels CSV (file names relative to its folder) or 
     learn = radiograph_learner(dls, arch, pretrained, loss, sampler, path=out, **kwargs)
     secs = fit_recipe(learn, epochs, lr, pretrained, progress)
     res = dict(train_seconds=secs, n_train=len(dls.train_ds), n_tune=len(dls.valid_ds), n_test=len(tst))
-    if len(tst): res.update(_write_test_outputs(learn, tst, out, label_cols, patient_col, n_boot, seed))
+    res['not_learnt'],res['warning'] = _check_learnt(learn, seed)
+    if len(tst): res.update(_write_test_outputs(learn, tst, out, label_cols, patient_col, n_boot, seed, res['warning']))
     save_model(learn, out/'model', train=dict(task=task, epochs=epochs, bs=bs, lr=lr, seed=seed, loss=str(loss), sampler=str(sampler),
-                                              data=str(data) if not isinstance(data, pd.DataFrame) else 'DataFrame', seconds=secs))
+                                              data=str(data) if not isinstance(data, pd.DataFrame) else 'DataFrame', seconds=secs,
+                                              not_learnt=res['not_learnt']))
     return dict(res, learn=learn, out=out, model=out/'model')
 
 # %% ../nbs/09c_radiograph_train.ipynb #a4f1ae5a
