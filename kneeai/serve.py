@@ -170,7 +170,7 @@ class Batcher:
                  on_batch=None): # Called as `on_batch(n, seconds)` after each call
         self.run,self.max_batch,self.wait,self.on_batch = run,max(1, int(max_batch)),max(0., wait_ms)/1000,on_batch
         self.pool = ThreadPoolExecutor(1, thread_name_prefix='kneeai-model')
-        self.queue,self.task = None,None
+        self.queue,self.task,self.coming = None,None,0
 
     async def __call__(self, item):
         "The result of `item`, computed in a batch with what others submit meanwhile"
@@ -190,7 +190,7 @@ class Batcher:
             try: batch.append(self.queue.get_nowait()); continue
             except asyncio.QueueEmpty: pass
             left = end - asyncio.get_running_loop().time()
-            if left <= 0: break
+            if left <= 0 or self.coming <= 0: break  # nothing more on its way: no reason to wait
             try: batch.append(await asyncio.wait_for(self.queue.get(), left))
             except asyncio.TimeoutError: break
         return [(i, f) for i,f in batch if not f.cancelled()]  # requests that gave up (timed out) are not computed
@@ -217,7 +217,7 @@ class Batcher:
         if self.task is not None: self.task.cancel()
         self.pool.shutdown(wait=False)
 
-# %% ../nbs/12b_serve.ipynb #f2560c1c
+# %% ../nbs/12b_serve.ipynb #8e053164
 def predict_batch(pred:Predictor, # The loaded model
                   items:list, # Per request: an exam (plane -> volume) or `(name, tensor)` pairs, from `read_upload`
                  ) -> list: # Per request: a DataFrame (one row per input, one column per output) or a `KneeaiError`
@@ -234,7 +234,7 @@ def predict_batch(pred:Predictor, # The loaded model
     df = pred.image_probs(flat, bs=max(1, len(flat)))
     return [df.loc[[f'{i}/{j}' for j in range(len(xs))]].set_axis([n for n,_ in xs]) for i,xs in enumerate(items)]
 
-# %% ../nbs/12b_serve.ipynb #1d0e417a
+# %% ../nbs/12b_serve.ipynb #b4db25a2
 class ServeMetrics:
     "Prometheus counters and histograms of one service"
     def __init__(self):
@@ -252,7 +252,7 @@ class ServeMetrics:
         from prometheus_client import generate_latest
         return generate_latest(self.registry)
 
-# %% ../nbs/12b_serve.ipynb #aeb60a84
+# %% ../nbs/12b_serve.ipynb #a08cc887
 API_KEY_ENV = 'KNEEAI_API_KEY'
 
 def api_key(api_key_file=None # A file holding the key (surrounding white space ignored); default: $KNEEAI_API_KEY
@@ -266,7 +266,7 @@ def api_key(api_key_file=None # A file holding the key (surrounding white space 
     if key is not None and len(key) < 16: raise DataError(src, 'the API key is shorter than 16 characters', hint='use e.g. `python -c "import secrets; print(secrets.token_urlsafe(32))"`')
     return key
 
-# %% ../nbs/12b_serve.ipynb #68aea64a
+# %% ../nbs/12b_serve.ipynb #8177ce17
 def check_bind(host:str, # Where the service is to listen
                key:str|None, # Its API key, from `api_key`
               ):
@@ -277,7 +277,7 @@ def check_bind(host:str, # Where the service is to listen
         raise DataError(host, 'listening beyond this machine needs an API key',
                         hint=f'put one in a file and pass --api-key-file, or set {API_KEY_ENV}; or listen on 127.0.0.1')
 
-# %% ../nbs/12b_serve.ipynb #a08cc887
+# %% ../nbs/12b_serve.ipynb #2c926f3c
 def authorized(headers, # The request's headers (a mapping, lower-case names)
                key:str|None, # The service's API key (None: every request is authorised)
               ) -> bool:
@@ -287,7 +287,7 @@ def authorized(headers, # The request's headers (a mapping, lower-case names)
     given = auth[7:].strip() if auth.lower().startswith('bearer ') else headers.get('x-api-key', '')
     return hmac.compare_digest(given.encode(), key.encode())
 
-# %% ../nbs/12b_serve.ipynb #29578b82
+# %% ../nbs/12b_serve.ipynb #a38e363e
 _log = logging.getLogger('kneeai.serve')
 
 class _TooLarge(Exception): pass
@@ -328,7 +328,7 @@ class _Guard:
             self.metrics.latency.labels(ep).observe(dt)
             _log.info('%s %s %s %d %dB %.1fms', rid, scope['method'], ep, status[0], got[0], dt*1000)
 
-# %% ../nbs/12b_serve.ipynb #a38e363e
+# %% ../nbs/12b_serve.ipynb #15b0c120
 _ENDPOINTS = ('/healthz', '/readyz', '/metrics', '/v1/model', '/v1/predict', '/v1/explain')
 
 _UPLOAD_DOC = {'requestBody': {'required': True, 'content': {'multipart/form-data': {'schema': {
@@ -350,7 +350,7 @@ def _doc(example, **codes) -> dict:
     err = lambda d: {'description': d, 'content': {'application/json': {'example': _ERROR_EXAMPLE}}}
     return {200: {'content': {'application/json': {'example': example}}}, **{int(c[1:]): err(d) for c,d in codes.items()}}
 
-# %% ../nbs/12b_serve.ipynb #15b0c120
+# %% ../nbs/12b_serve.ipynb #058e8071
 def _form_files(form, max_files:int) -> list:
     "`(name, bytes)` of the files of a parsed form; a form field named after a plane names the file's plane"
     ups = [(k, v) for k,v in form.multi_items() if hasattr(v, 'filename')]
@@ -396,9 +396,15 @@ class _Service:
         return files, await asyncio.get_running_loop().run_in_executor(None, read_upload, files, self.pred, self.max_bytes)
 
     async def predict(self, request) -> dict:
-        async with self.active:
-            _,item = await self.read(request)
-            df = await self.batcher(item)
+        self.batcher.coming += 1  # on its way to the batcher: a batch may wait for it
+        coming = True
+        try:
+            async with self.active:
+                _,item = await self.read(request)
+                self.batcher.coming -= 1; coming = False
+                df = await self.batcher(item)
+        finally:
+            if coming: self.batcher.coming -= 1
         names = ['exam'] if self.pred.inputs == 'exams' else list(df.index)
         return dict(model={k: self.info[k] for k in ('name', 'sha256')}, inputs=self.pred.inputs,
                     results=[dict(input=n, **decide(r.to_dict(), self.pred.thresholds, single_label(self.pred)))
@@ -411,7 +417,7 @@ class _Service:
             summary,pngs = await self.batcher.call(_explain, self.pred, item, files, tasks, method, k)
         return dict(model={k: self.info[k] for k in ('name', 'sha256')}, method=method, summary=summary, images=pngs)
 
-# %% ../nbs/12b_serve.ipynb #058e8071
+# %% ../nbs/12b_serve.ipynb #5c5fb434
 def _explain(pred:Predictor, item, files, tasks, method:str, k:int) -> tuple:
     "The summary and base64 PNGs of `explain_exam` (an exam: `item`) or `explain_images` (radiographs: `files`)"
     with tempfile.TemporaryDirectory() as d:
@@ -430,7 +436,7 @@ def _explain(pred:Predictor, item, files, tasks, method:str, k:int) -> tuple:
         pngs = {str(f.relative_to(d/'out')): base64.b64encode(f.read_bytes()).decode() for f in sorted((d/'out').rglob('*.png'))}
     return s, pngs
 
-# %% ../nbs/12b_serve.ipynb #5c5fb434
+# %% ../nbs/12b_serve.ipynb #f7d7f260
 def serve_app(model, # A loaded `Predictor`, or a model folder (loaded here)
               key:str|None=None, # The API key requests must carry (None: none needed)
               name:str|None=None, # The model's name in answers (default: its folder's)
@@ -490,13 +496,13 @@ def serve_app(model, # A loaded `Predictor`, or a model folder (loaded here)
     app.add_middleware(_Guard, max_bytes=svc.max_bytes, metrics=svc.metrics)
     return app
 
-# %% ../nbs/12b_serve.ipynb #d81f6794
+# %% ../nbs/12b_serve.ipynb #2f52258a
 def _fixed_mmap_threshold(nbytes:int=1 << 20):
     "Have glibc map buffers above `nbytes` on their own, so that they go back to the system when freed"
     try: ctypes.CDLL(None).mallopt(-3, nbytes)  # M_MMAP_THRESHOLD; a fixed value also stops its sliding
     except (OSError, AttributeError): pass
 
-# %% ../nbs/12b_serve.ipynb #b9f6f634
+# %% ../nbs/12b_serve.ipynb #34dfffe6
 SERVE_ENV = 'KNEEAI_SERVE_OPTIONS'
 
 def app_from_env():
@@ -505,7 +511,7 @@ def app_from_env():
     _fixed_mmap_threshold()
     return serve_app(key=api_key(opts.pop('api_key_file')), **opts)
 
-# %% ../nbs/12b_serve.ipynb #2f52258a
+# %% ../nbs/12b_serve.ipynb #88a14741
 def _need_serve_extra():
     import importlib.util
     missing = [m for m in ('fastapi', 'uvicorn', 'multipart', 'prometheus_client') if importlib.util.find_spec(m) is None]
