@@ -6,7 +6,7 @@ Docs: https://kneeai.github.io/kneeai/learner.html.md"""
 
 # %% ../nbs/09_learner.ipynb #106e63eb
 from __future__ import annotations
-import contextlib, json, sys, time
+import contextlib, json, platform, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
@@ -14,19 +14,21 @@ import safetensors, safetensors.torch
 from fastai.basics import *
 from fastai.callback.all import *
 from fastai.callback.fp16 import AMPMode
+from copy import deepcopy
+from torch.utils.flop_counter import FlopCounterMode
 from fastprogress.fastprogress import IN_NOTEBOOK
 import kneeai
-from .core import KneeaiError, DataError, ModelError, atomic_write, get_device
+from .core import KneeaiError, DataError, ModelError, atomic_write, get_device, kneeai_home
 from .volumes import exams_df, volume_dl, mrnet_test_dl
 from .radiographs import load_radiograph
 from .models import save_weights, check_config, model_from_config, model_kind, model_inputs, output_probs, output_names
 from .metrics import report_markdown
 
 # %% auto #0
-__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'CSVLog', 'SaveBestModel', 'EarlyStopping', 'cpu_bf16_native', 'CPUMixedPrecision',
-           'amp_callback', 'EpochLog', 'interactive', 'progress_ctx', 'training_callbacks', 'fit_recipe',
-           'write_report', 'save_model', 'load_model', 'predict_probs', 'Predictor', 'predict_exams', 'predict_split',
-           'predict_images']
+__all__ = ['AMP_CACHE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'CSVLog', 'SaveBestModel', 'EarlyStopping', 'cpu_bf16_native',
+           'CPUMixedPrecision', 'amp_decision', 'TrainMixedPrecision', 'amp_callback', 'EpochLog', 'interactive',
+           'progress_ctx', 'training_callbacks', 'fit_recipe', 'write_report', 'save_model', 'load_model',
+           'predict_probs', 'Predictor', 'predict_exams', 'predict_split', 'predict_images']
 
 # %% ../nbs/09_learner.ipynb #8301a3ce
 class CSVLog(CSVLogger):
@@ -78,16 +80,121 @@ class CPUMixedPrecision(Callback):
     def after_loss(self): self._exit()
     def after_batch(self): self._exit()  # batches without targets (`get_preds` on unlabelled data) have no loss
     def after_cancel_batch(self): self._exit()
+    def after_cancel_fit(self): self._exit()
+
+# %% ../nbs/09_learner.ipynb #bd1d49a6
+AMP_CACHE = 'mixed_precision.json' # The decisions of `amp_decision`, under `kneeai_home()`
+
+def _amp_dtype(device:torch.device):
+    return torch.float16 if device.type == 'cuda' and not torch.cuda.is_bf16_supported() else torch.bfloat16
+
+def _processor(device:torch.device) -> str:
+    "The processor behind `device`: the GPU's name, or the CPU's model and torch's thread count"
+    if device.type == 'cuda': return torch.cuda.get_device_name(device)
+    try: cpu = next(l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name'))
+    except (OSError, StopIteration): cpu = platform.processor() or platform.machine()
+    return f'{cpu}, {torch.get_num_threads()} threads'
+
+# %% ../nbs/09_learner.ipynb #a82ec975
+def _step_seconds(model, xb, yb, loss_func, device, dtype, steps:int) -> dict:
+    "Best seconds of a forward/backward step in float32 and in `dtype` autocast, interleaved, after one warm-up each"
+    sync = torch.cuda.synchronize if device.type == 'cuda' else noop
+    best = {'float32': float('inf'), str(dtype).split('.')[-1]: float('inf')}
+    for i in range(steps + 1):
+        for name in best:
+            sync(); t = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype, enabled=name != 'float32'): out = model(*xb)
+            loss_func(to_float(out), *yb).backward()
+            sync()
+            if i: best[name] = min(best[name], time.perf_counter() - t)
+            model.zero_grad(set_to_none=True)
+    return best
+
+# %% ../nbs/09_learner.ipynb #83d39b45
+def _read_json(fn) -> dict:
+    "The JSON object in `fn`, or {} where it is missing or unreadable (a cache is rebuilt, never an error)"
+    try: d = json.loads(Path(fn).read_text())
+    except (OSError, ValueError): return {}
+    return d if isinstance(d, dict) else {}
+
+def amp_decision(model:nn.Module, # The model about to train
+                 xb:tuple, yb:tuple, # One training batch: its inputs and targets (on `device`)
+                 loss_func, # The training loss
+                 device, # Where the model trains
+                 arch=None, # What identifies the architecture in the cache key (e.g. a model config); default: the model's class
+                 steps:int=2, # Timed steps of each precision (after one warm-up step each)
+                 cache=None, # The JSON file of decisions (default: `kneeai_home()/AMP_CACHE`)
+                 min_speedup:float=1.2, # Reduced precision only when at least this much faster
+                 min_gflop:float=20., # Below this many GFLOP per forward step, float32 without measuring (little to gain)
+                ) -> dict:
+    "Float32 or autocast for training `model` on batches like `xb`: measured on a copy of the model once, then read from `cache`"
+    device = torch.device(device)
+    if not (device.type == 'cuda' or (device.type == 'cpu' and cpu_bf16_native())):
+        return dict(choice='float32', reason=f'{device.type}: no native bfloat16', cached=False)
+    arch = json.dumps(arch, sort_keys=True) if arch is not None else type(model).__name__
+    key = ' | '.join([f'{device.type}: {_processor(device)}', arch, 'x'.join(map(str, xb[0].shape[-2:])), f'torch {torch.__version__}'])
+    fn = Path(cache) if cache is not None else kneeai_home()/AMP_CACHE
+    known = _read_json(fn)
+    if key in known: return dict(known[key], key=key, cached=True)
+    m = deepcopy(model).train()
+    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):  # the seeded run stays as it would be
+        with torch.no_grad(), FlopCounterMode(display=False) as fc: m(*xb)
+        gflop = round(fc.get_total_flops()/1e9, 2)
+        if gflop < min_gflop: d = dict(choice='float32', reason=f'{gflop} GFLOP per forward step: too little to gain', gflop=gflop)
+        else:
+            secs = _step_seconds(m, xb, yb, loss_func, device, _amp_dtype(device), steps)
+            (n32,t32),(n16,t16) = secs.items()
+            d = dict(choice=n16 if t32 >= min_speedup*t16 else 'float32', seconds={k: round(v, 4) for k,v in secs.items()}, gflop=gflop)
+    known = _read_json(fn)  # again: another process may have written meanwhile
+    known[key] = d
+    with atomic_write(fn, 'w') as f: json.dump(known, f, indent=1)
+    return dict(d, key=key, cached=False)
+
+# %% ../nbs/09_learner.ipynb #7fe43718
+class TrainMixedPrecision(Callback):
+    "Mixed precision for training batches only (validation and predictions stay float32); with `measure`, only where `amp_decision` finds it faster"
+    order = MixedPrecision.order
+    def __init__(self, measure:bool=True, **kwargs): self.measure,self.kwargs,self.inner,self.on = measure,kwargs,None,False  # kwargs: `amp_decision`'s
+    def _decide(self):
+        dev = torch.device(self.dls.device or 'cpu')
+        if self.measure:
+            d = amp_decision(self.model, self.xb, self.yb, self.loss_func, dev, getattr(self.learn, 'model_config', None), **self.kwargs)
+        else: d = dict(choice=str(_amp_dtype(dev)).split('.')[-1], reason='asked for (mixed_precision=True)')
+        self.learn.amp_choice = d  # the decision, also written beside the training history
+        if self.path is not None and Path(self.path).is_dir():
+            with atomic_write(Path(self.path)/AMP_CACHE, 'w') as f: json.dump(d, f, indent=1)
+        if d['choice'] != 'float32':
+            self.inner = CPUMixedPrecision() if dev.type == 'cpu' else MixedPrecision(amp_mode=AMPMode.BF16 if d['choice'] == 'bfloat16' else AMPMode.FP16)
+            self.inner.learn = self.learn
+            if hasattr(self.inner, 'before_fit'): self.inner.before_fit()
+    def _fwd(self, event, always=False):
+        if self.inner is not None and (always or self.on) and hasattr(self.inner, event): getattr(self.inner, event)()
+    def before_fit(self): self._fwd('before_fit', True)
+    def before_batch(self):
+        if not self.training: self.on = False; return
+        if 'amp_choice' not in self.learn.__dict__: self._decide()
+        self.on = self.inner is not None
+        self._fwd('before_batch')
+    def after_pred(self): self._fwd('after_pred')
+    def after_loss(self): self._fwd('after_loss')
+    def before_backward(self): self._fwd('before_backward')
+    def before_step(self): self._fwd('before_step')
+    def after_step(self): self._fwd('after_step')
+    def after_batch(self): self._fwd('after_batch'); self.on = False
+    def after_cancel_batch(self): self._fwd('after_cancel_batch'); self.on = False
+    def after_cancel_fit(self): self._fwd('after_cancel_fit', True)
+    def after_fit(self): self._fwd('after_fit', True)
 
 # %% ../nbs/09_learner.ipynb #e5ab7677
 def amp_callback(device:torch.device, # Where the model trains
-                 mixed_precision='auto', # 'auto': on CUDA GPUs; True: also bfloat16 on a CPU that has it natively; False: never
+                 mixed_precision='auto', # 'auto': where measured faster (CUDA, or a CPU with native bfloat16); True: there, always; False: never
+                 **kwargs, # For 'auto': passed to `amp_decision` (cache, min_speedup, min_gflop)
                 ) -> Callback|None:
-    "The mixed-precision callback for `device`: fastai's `MixedPrecision` on CUDA, `CPUMixedPrecision` on a bfloat16 CPU, or None"
+    "The mixed-precision callback for `device` (`TrainMixedPrecision`), or None where there is nothing to gain or it is off"
     if mixed_precision is False or mixed_precision is None: return None
-    if device.type == 'cuda': return MixedPrecision(amp_mode=AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16)
-    if mixed_precision == 'auto': return None
-    if device.type == 'cpu' and cpu_bf16_native(): return CPUMixedPrecision()
+    able = device.type == 'cuda' or (device.type == 'cpu' and cpu_bf16_native())
+    if mixed_precision == 'auto': return TrainMixedPrecision(measure=True, **kwargs) if able else None
+    if able: return TrainMixedPrecision(measure=False)
     raise KneeaiError(str(device), 'mixed precision needs a CUDA GPU or a CPU with native bfloat16 (AVX512-BF16 or AMX)',
                       hint="use mixed_precision='auto' or False")
 
