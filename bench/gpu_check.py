@@ -144,7 +144,8 @@ def main(argv=None):
         r['peak_gb'] = _peak_gb(dev)
         return r
     part('mrnet_train', lambda: train(planes='sagittal', tasks='acl', kneeai_modes=('auto',) if q else ('auto', 'fp32')))
-    part('mrnet_default', lambda: train(planes='all', tasks='all', kneeai_modes=('auto',), reference=False))
+    if q: res['mrnet_default'] = dict(skipped='--quick (the same code path as mrnet_train)')
+    else: part('mrnet_default', lambda: train(planes='all', tasks='all', kneeai_modes=('auto',), reference=False))
     part('loading', lambda: loading(data, dev, cfg['bs'], cfg['workers']))
     part('inference', lambda: inference(data, dev, cfg['arch'], 1 if q else 8))
     part('radiographs', lambda: radiographs(dev, 8 if q else 96, 64 if q else 320, 32 if q else 224, 4 if q else 32,

@@ -32,6 +32,5 @@ def test_every_part_measured_something(quick):
     # 3 training exams with --bs 4: the batch size is capped at 3, and both sides count the exams they trained on (was 0.00)
     assert all(d['exams'] == 3 and d['exams_per_s'] > 0 and d['slices_per_s'] > 0 and d['gflops'] > 0 for d in v.values())
     assert res['mrnet_train']['bs'] == 3 and res['mrnet_train']['auto_choice'] in ('float32', 'bfloat16')
-    assert res['mrnet_default']['variants']['kneeai auto']['exams_per_s'] > 0
     assert res['loading']['kneeai_exams_per_s'] > 0 and res['loading']['reference_exams_per_s'] > 0
     assert res['inference']['ms_per_exam_median'] > 0 and res['radiographs']['images_per_s'] > 0
