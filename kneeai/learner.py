@@ -160,9 +160,7 @@ class TrainMixedPrecision(Callback):
         if self.measure:
             d = amp_decision(self.model, self.xb, self.yb, self.loss_func, dev, getattr(self.learn, 'model_config', None), **self.kwargs)
         else: d = dict(choice=str(_amp_dtype(dev)).split('.')[-1], reason='asked for (mixed_precision=True)')
-        self.learn.amp_choice = d  # the decision, also written beside the training history
-        if self.path is not None and Path(self.path).is_dir():
-            with atomic_write(Path(self.path)/AMP_CACHE, 'w') as f: json.dump(d, f, indent=1)
+        self.learn.amp_choice = d  # the decision, with the training history (`learn.recorder`) on the learner
         if d['choice'] != 'float32':
             self.inner = CPUMixedPrecision() if dev.type == 'cpu' else MixedPrecision(amp_mode=AMPMode.BF16 if d['choice'] == 'bfloat16' else AMPMode.FP16)
             self.inner.learn = self.learn
