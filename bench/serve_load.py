@@ -168,12 +168,17 @@ def main():
     for wl in a.workloads.split(','):
         good,bad,where = reqs[wl]
         print(f'\n{wl}: {where}')
-        for batching in (True, False):
-            opts = ['--max-batch', a.max_batch if batching else 1, '--batch-wait-ms', a.batch_wait_ms, '--device', a.device, '--max-files', 4, *(['--threads', a.threads] if a.threads else [])]
-            srv = Server(ms[wl], tmp/f'{wl}_{batching}.log', *opts)
-            try:
-                asyncio.run(drive(srv.url, good, [], 4, 3, 40))  # warm-up
-                for c in levels:
+        # both servers run side by side and the levels alternate between them, so that a change in the machine's load
+        # (it may be shared) falls on both alike
+        srvs = {}
+        try:
+            for batching in (True, False):
+                opts = ['--max-batch', a.max_batch if batching else 1, '--batch-wait-ms', a.batch_wait_ms, '--device', a.device, '--max-files', 4,
+                        *(['--threads', a.threads] if a.threads else [])]
+                srvs[batching] = Server(ms[wl], tmp/f'{wl}_{batching}.log', *opts)
+                asyncio.run(drive(srvs[batching].url, good, [], 4, 3, 40))  # warm-up
+            for c in levels:
+                for batching,srv in srvs.items():
                     n0,b0 = batch_totals(srv.url)
                     r = asyncio.run(drive(srv.url, good, bad, c, a.seconds, a.max_requests))
                     n1,b1 = batch_totals(srv.url)
@@ -183,13 +188,15 @@ def main():
                     print(f"  batching {r['batching']:<14} c={c:<3} {r['requests']:>6} req  {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f}  p95 {r['p95']:7.1f}  "
                           f"p99 {r['p99']:7.1f} ms  good errors {r['good_errors']}  bad 4xx {r['bad_4xx']}/{r['bad']}  "
                           f"healthz max {r['health_max']:.0f} ms  mean batch {r['mean_batch']}  load {r['load']}", flush=True)
-                if batching and a.memory_requests:
-                    before = rss_mb(srv.proc.pid)
-                    m = asyncio.run(drive(srv.url, good, bad, 8, 3600, a.memory_requests, seed=1))
-                    after = rss_mb(srv.proc.pid)
-                    print(f'  memory: RSS {before:.0f} MiB after the runs above, {after:.0f} MiB after {m["requests"]} more requests '
-                          f'({after - before:+.1f} MiB; good errors {m["good_errors"]}); load {load()}', flush=True)
-            finally: srv.stop()
+            for batching,srv in srvs.items():
+                if not a.memory_requests: break
+                before = rss_mb(srv.proc.pid)
+                m = asyncio.run(drive(srv.url, good, bad, 8, 3600, a.memory_requests, seed=1))
+                after = rss_mb(srv.proc.pid)
+                print(f'  memory, batching {"on" if batching else "off"}: RSS {before:.0f} MiB after the runs above, {after:.0f} MiB after '
+                      f'{m["requests"]} more requests ({after - before:+.1f} MiB; good errors {m["good_errors"]}); load {load()}', flush=True)
+        finally:
+            for srv in srvs.values(): srv.stop()
     (tmp/'results.json').write_text(json.dumps(rows, indent=1))
     bad_good = sum(r['good_errors'] for r in rows)
     print(f'\nerrors among good requests: {bad_good}; results in {tmp/"results.json"}')

@@ -524,7 +524,7 @@ def _add_serve(sub):
     _opt(p, d, 'port', type=int, help='port (default: %(default)s)')
     _opt(p, d, 'workers', type=int, help='processes, each loading the model once (default: %(default)s)')
     _opt(p, d, 'api_key_file', type=Path, help=f'file holding the API key requests must carry (default: ${API_KEY_ENV} if set, else no key)')
-    _opt(p, d, 'max_batch', type=int, help='most requests per forward pass; 1 turns dynamic batching off (default: %(default)s)')
+    _opt(p, d, 'max_batch', type=int, help='most requests per forward pass; 1 turns dynamic batching off (default: 8 on a GPU, 1 on a CPU)')
     _opt(p, d, 'batch_wait_ms', type=float, help='longest wait for more requests to join a batch, in ms (default: %(default)s)')
     _opt(p, d, 'max_upload_mb', type=float, help='largest request, in MB (default: %(default)s)')
     _opt(p, d, 'max_files', type=int, help='most files per request (default: %(default)s)')

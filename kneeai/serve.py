@@ -440,7 +440,7 @@ def _explain(pred:Predictor, item, files, tasks, method:str, k:int) -> tuple:
 def serve_app(model, # A loaded `Predictor`, or a model folder (loaded here)
               key:str|None=None, # The API key requests must carry (None: none needed)
               name:str|None=None, # The model's name in answers (default: its folder's)
-              max_batch:int=8, # Most requests per forward pass (1: no dynamic batching)
+              max_batch:int|None=None, # Most requests per forward pass (1: no dynamic batching); default: 8 on a GPU, 1 on a CPU (see below)
               batch_wait_ms:float=5., # Longest wait for more requests to join a batch
               max_upload_mb:float=100, # Largest request body (and what a zip may unpack to), in MiB
               max_files:int=16, # Most files per request
@@ -455,6 +455,7 @@ def serve_app(model, # A loaded `Predictor`, or a model folder (loaded here)
     from fastapi.responses import Response
     if threads: torch.set_num_threads(threads)
     pred = model if isinstance(model, Predictor) else Predictor.load(model, device, trust_pickle)
+    if max_batch is None: max_batch = 1 if pred.device.type == 'cpu' else 8
     svc = _Service(pred, key, name, max_batch, batch_wait_ms, max_upload_mb, max_files, max_active, timeout)
     @contextlib.asynccontextmanager
     async def lifespan(app):

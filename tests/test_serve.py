@@ -51,11 +51,11 @@ def _wait_ready(url, proc, log, timeout=120):
 
 @pytest.fixture(scope='module')
 def srv(tmp_path_factory):
-    "Both servers, started together: the MRNet one with an API key and a 1 MB limit, the radiograph one with at most 3 files"
+    "Both servers, started together: the MRNet one with an API key, a 1 MB limit and batches, the radiograph one with at most 3 files"
     tmp = tmp_path_factory.mktemp('serve')
     m = _models(tmp)
     (keyf := tmp/'key').write_text(KEY + '\n')
-    a = _start(m['mrnet'], tmp, 'mrnet', '--api-key-file', keyf, '--max-upload-mb', 1, '--batch-wait-ms', 20, '--threads', 1)
+    a = _start(m['mrnet'], tmp, 'mrnet', '--api-key-file', keyf, '--max-upload-mb', 1, '--max-batch', 8, '--batch-wait-ms', 20, '--threads', 1)
     b = _start(m['xr'], tmp, 'xr', '--max-files', 3, '--threads', 1)
     try:
         for s in (a, b): _wait_ready(*s)
