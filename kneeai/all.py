@@ -1,11 +1,12 @@
 """Everything public in kneeai in one import, as `fastai.vision.all` does: `from kneeai.all import *`.
 
-Written by hand (nbdev does not generate it), in the order of the layers. Not included: `kneeai.cli` (the command) and
-`kneeai.app` (the web app, which needs `pip install "kneeai[app]"`)."""
+Written by hand (nbdev does not generate it), in the order of the layers. Not included: `kneeai.cli` (the command),
+`kneeai.app` (the web app, which needs `pip install "kneeai[app]"`) and `kneeai.serve` (the REST service, `kneeai[serve]`)."""
 from .core import *
 from .dicom import *
 from .deid import *
 from .preprocess import *
+from .mri import *
 from .synthetic import *
 from .synthetic_radiographs import *
 from .volumes import *
@@ -14,9 +15,11 @@ from .sampling import *
 from .models import *
 from .metrics import *
 from .learner import *
+from .tracking import *
 from .train import *
 from .radiograph_train import *
 from .pretrain import *
 from .semisup import *
+from .tune import *
 from .interpret import *
 from .demo import *

@@ -14,6 +14,8 @@ from kneeai.demo import mrnet_demo
 from kneeai.interpret import explain, CAM_METHODS
 from kneeai.radiographs import RADIOGRAPH_TASKS
 from kneeai.serve import serve
+from kneeai.tune import tune
+from kneeai.mri import import_mri
 
 # subcommand -> (the fewest arguments it takes, the functions it calls, options that feed no parameter)
 COMMANDS = {
@@ -23,12 +25,15 @@ COMMANDS = {
     'dicom-meta': (['f.dcm'], [dicom_meta], {'out', 'quiet'}),  # the command shows a progress bar unless --quiet
     'deidentify': (['a', 'b'], [deidentify], set()),
     'preprocess': (['a', 'b'], [preprocess_folder], set()),
-    'train mrnet': (['--data', 'D', '--out', 'O'], [train_mrnet], set()),
-    'train radiographs': (['--data', 'l.csv', '--out', 'O'], [train_radiographs], set()),
+    'train mrnet': (['--data', 'D', '--out', 'O'], [train_mrnet], {'track'}),  # --track wraps the recipe in kneeai.tracking.tracked
+    'train radiographs': (['--data', 'l.csv', '--out', 'O'], [train_radiographs], {'track'}),
     'predict': (['--model', 'M', 'e'], [Predictor.load, Predictor.predict_split], {'model', 'exams', 'data', 'csv'}),
     'demo': ([], [mrnet_demo], set()),
     'explain': (['--model', 'M', 'e', '--out', 'O'], [explain], set()),
     'serve': (['--model', 'M'], [serve], set()),
+    'tune mrnet': (['--data', 'D', '--out', 'O'], [tune, train_mrnet], set()),
+    'tune radiographs': (['--data', 'l.csv', '--out', 'O'], [tune, train_radiographs], set()),
+    'import-mri': (['a', 'b'], [import_mri], set()),
 }
 
 def leaf(path:str) -> argparse.ArgumentParser:
