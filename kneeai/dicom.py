@@ -118,7 +118,10 @@ def _check_image(ds, name):
     if not ts: raise DicomError(name, 'no Transfer Syntax UID in the file meta information', hint='try force=True, which guesses it')
     missing = [k for k in IMAGE_TAGS if _get(ds, k, name) is None and not (k == 'BitsStored' and 'PixelData' not in ds)]
     if missing: raise DicomError(name, f"missing required tag(s) {', '.join(missing)}", hint='the file is not a valid image')
-    return UID(ts)
+    ts = UID(str(ts))
+    if not ts.is_transfer_syntax: # a corrupt or private UID: no decoder knows it
+        raise DicomError(name, f'unknown Transfer Syntax UID {ts}', hint='the file meta information is corrupt, or the syntax is private: convert the file, e.g. with gdcmconv --raw')
+    return ts
 
 def _frame_index(frame, n, name):
     "Index to decode (None: all) for the `frame` argument of `dcm2float` and a file of `n` frames"

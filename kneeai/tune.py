@@ -6,7 +6,7 @@ Docs: https://kneeai.github.io/kneeai/tune.html.md"""
 
 # %% ../nbs/11b_tune.ipynb #da7e0eef
 from __future__ import annotations
-import contextlib, inspect, json, os, socket, shutil, warnings
+import contextlib, inspect, json, os, socket, shutil, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastai.basics import *
@@ -129,11 +129,18 @@ def open_study(name:str, # The study's name in the storage
     optuna = _optuna()
     warnings.filterwarnings('ignore', category=optuna.exceptions.ExperimentalWarning)
     url = _storage_url(storage, out)
-    st = optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2*heartbeat,
-                                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+    from sqlalchemy.exc import IntegrityError, OperationalError  # optuna's own dependency
     direction = 'minimize' if 'loss' in monitor else 'maximize'
-    study = optuna.create_study(study_name=name, storage=st, direction=direction, load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(pruner))
+    for attempt in range(6): # workers started together race to create the tables (alembic_version's UNIQUE constraint)
+        try:
+            st = optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2*heartbeat,
+                                            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+            study = optuna.create_study(study_name=name, storage=st, direction=direction, load_if_exists=True,
+                                        sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(pruner))
+            break
+        except (IntegrityError, OperationalError):
+            if attempt == 5: raise
+            time.sleep(.25*(attempt + 1))
     if study.direction.name.lower() != direction:
         raise KneeaiError(name, f'this study {study.direction.name.lower()}s its metric, not {monitor}', hint='use another study name')
     study.set_user_attr('monitor', monitor)
