@@ -257,7 +257,7 @@ def _fit_options(p, d:dict):
     "The options of every training recipe, their defaults from its signature `d`"
     _opt(p, d, 'pretrained', action='store_true', help='start from ImageNet weights (downloaded or cached)')
     _opt(p, d, 'mixed_precision', type=_mixed, metavar='{' + ','.join(_MIXED) + '}',
-         help="auto: on CUDA GPUs; on: also bfloat16 autocast on CPUs with native bfloat16; off (default: auto)")
+         help="auto: mixed precision where measured faster (CUDA, or a CPU with native bfloat16); on: there, always; off (default: auto)")
     _shared(p, d, 'epochs')
     _opt(p, d, 'bs', type=int, help='items per batch (default: %(default)s)')
     _opt(p, d, 'lr', type=float, help='maximum learning rate (default: %(default)s)')
@@ -309,8 +309,11 @@ def _none_word(s): return None if s.lower() == 'none' else s
 def _train_radiographs(args):
     kw = _kwargs(args, train_radiographs)
     if args.task == 'multilabel' and args.label_col: kw['label_col'] = _csv_list(args.label_col)
-    res = tracked(train_radiographs, args.track, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', NotLearntWarning)  # said once, plainly, below
+        res = tracked(train_radiographs, args.track, **kw)
     if 'report' in res: print(format_report(res['report']).to_string())
+    _warn_not_learnt(res)
     print(f"model, report, confusion matrix and training log in {res['out']}")
 
 def _add_train_radiographs(kinds):

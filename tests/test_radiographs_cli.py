@@ -23,18 +23,25 @@ def trained(xr, tmp_path_factory):
     out = tmp_path_factory.mktemp('fracture')
     r = kneeai_cmd('train', 'radiographs', '--data', xr/'labels.csv', '--task', 'fracture', '--out', out, *FAST)
     assert r.returncode == 0, r.stderr[-3000:]
-    return out, r.stdout
+    return out, r.stdout, r.stderr
 
 def test_train_writes_model_and_report(trained):
-    out,stdout = trained
+    out,stdout,_ = trained
     assert 'auc' in stdout and 'balanced_accuracy' in stdout
     for f in ('model/model.safetensors', 'model/config.json', 'report.md', 'report.csv', 'confusion.png', 'history.csv', 'test_predictions.csv'):
         assert (out/f).exists(), f
     cfg = json.loads((out/'model'/'config.json').read_text())
     assert cfg['model']['kind'] == 'RadiographNet' and cfg['data']['task'] == 'fracture' and cfg['data']['classes'] == [0, 1]
 
+def test_not_learnt_is_one_plain_line(trained):
+    "One epoch on 24 images learns nothing: said once on standard error, as the MRNet command says it, not as Python's warning"
+    _,_,stderr = trained
+    said = [l for l in stderr.splitlines() if 'learnt nothing' in l]
+    assert len(said) == 1 and said[0].startswith('kneeai train: warning: The model seems to have learnt nothing'), stderr[-2000:]
+    assert 'NotLearntWarning' not in stderr
+
 def test_predict_dicom_files_json_and_csv(trained, xr):
-    out,_ = trained
+    out,*_ = trained
     files = sorted(xr.rglob('*.dcm'))[:3]
     r = kneeai_cmd('predict', '--model', out/'model', *files)
     assert r.returncode == 0, r.stderr
@@ -48,14 +55,14 @@ def test_predict_dicom_files_json_and_csv(trained, xr):
 
 def test_predict_matches_test_predictions(trained, xr):
     "The command gives the probabilities the recipe wrote for its test images"
-    out,_ = trained
+    out,*_ = trained
     tp = pd.read_csv(out/'test_predictions.csv')
     r = kneeai_cmd('predict', '--model', out/'model', '--csv', *[xr/f for f in tp.file])
     df = pd.read_csv(pd.io.common.StringIO(r.stdout), index_col=0)
     assert np.allclose(df[['0', '1']].to_numpy(), tp[['0', '1']].to_numpy(), atol=1e-3)
 
 def test_predict_png_and_unreadable_file(trained, xr, tmp_path):
-    out,_ = trained
+    out,*_ = trained
     r = kneeai_cmd('preprocess', xr, tmp_path/'png', '--size', '64', '--workers', '0', '--quiet')
     assert r.returncode == 0, r.stderr
     png = sorted((tmp_path/'png').rglob('*.png'))[0]
@@ -66,7 +73,7 @@ def test_predict_png_and_unreadable_file(trained, xr, tmp_path):
     assert 0 <= res[str(png)]['1'] <= 1 and res[str(bad)]['error'] and str(bad) in r.stderr
 
 def test_predict_rejects_data_split_for_radiograph_model(trained, xr):
-    out,_ = trained
+    out,*_ = trained
     r = kneeai_cmd('predict', '--model', out/'model', '--data', xr)
     assert r.returncode == 1 and 'DICOM or image files' in r.stderr and 'Traceback' not in r.stderr
 
