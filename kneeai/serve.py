@@ -6,8 +6,8 @@ Docs: https://kneeai.github.io/kneeai/serve.html.md"""
 
 # %% auto #0
 __all__ = ['API_KEY_ENV', 'SERVE_ENV', 'model_digest', 'single_label', 'model_info', 'decide', 'upload_kind', 'exam_volumes',
-           'image_inputs', 'read_upload', 'Batcher', 'predict_batch', 'ServeMetrics', 'api_key', 'check_bind',
-           'authorized', 'serve_app', 'app_from_env', 'serve']
+           'image_inputs', 'read_upload', 'study_volumes', 'Batcher', 'predict_batch', 'ServeMetrics', 'api_key',
+           'check_bind', 'authorized', 'serve_app', 'app_from_env', 'serve']
 
 # %% ../nbs/12b_serve.ipynb #cb12db4f
 import asyncio, base64, contextlib, ctypes, hashlib, hmac, inspect, io, ipaddress, json, logging, os, tempfile, time, traceback, uuid, zipfile, zlib
@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 import kneeai
 from .core import PLANES, KneeaiError, DataError, VolumeError, ModelError
+from .dicom import read_dicom
+from .mri import exam_from_dicom
 from .volumes import load_volume
 from .radiographs import load_radiograph
 from .learner import Predictor, CONFIG_NAME, WEIGHTS_NAME
@@ -154,12 +156,50 @@ def read_upload(files, # `(name, bytes)` pairs from one request
     for (n,_),k in zip(files, kinds):
         if k is None: raise DataError(n, 'not a file kneeai can read', hint=_ANY_HINT)
     names = ', '.join(n for n,_ in files)
+    if pred.inputs == 'exams' and ((all(k == 'dicom' for k in kinds) and any(map(_is_mr, (d for _,d in files)))) or (kinds == ['zip'] and _zip_is_study(files[0][1]))):
+        return study_volumes(files, pred.data['planes'], max_bytes)
     is_exam = [k in ('npy', 'zip') for k in kinds]
     if any(is_exam) and not all(is_exam): raise DataError(names, 'an MRNet exam and radiographs were sent together', hint='send one or the other')
     if all(is_exam) != (pred.inputs == 'exams'):
         has,got = ('MRNet exams', 'radiographs') if pred.inputs == 'exams' else ('radiographs', 'MRNet volumes')
         raise DataError(names, f'this {pred.kind} model reads {has}, not {got}', hint='send what the model reads (GET /v1/model)')
     return exam_volumes(files, pred.data['planes'], max_bytes) if pred.inputs == 'exams' else image_inputs(files, pred.data)
+
+# %% ../nbs/12b_serve.ipynb #4c597f7d
+def _is_mr(data:bytes) -> bool:
+    "Whether `data` is a DICOM file of an MR image (a radiograph sent to an MRNet model is refused as one)"
+    try: return str(read_dicom(data).get('Modality', '')) == 'MR'
+    except KneeaiError: return False
+
+def _zip_is_study(data:bytes) -> bool:
+    "Whether the zip `data` holds files but no `.npy` volume (a DICOM study); False for a zip that cannot be read"
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf: names = [m.filename for m in zf.infolist() if not m.is_dir()]
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError, ValueError): return False
+    return bool(names) and not any(n.lower().endswith('.npy') for n in names)
+
+def study_volumes(files, # `(name, bytes)` pairs: the DICOM files of one MR study, or one zip of them
+                  planes=PLANES, # The planes the model reads
+                  max_bytes:int=2**30, # Limit of what a zip unpacks to
+                 ) -> dict: # plane -> `uint8` volume `(slices, H, W)`
+    "The volumes of one MRNet exam from a DICOM MR study sent as files or a zip, read by `exam_from_dicom`"
+    names = ', '.join(n for n,_ in files)
+    with tempfile.TemporaryDirectory() as d:
+        if len(files) == 1 and upload_kind(files[0][1]) == 'zip':
+            left = max_bytes
+            try:
+                with zipfile.ZipFile(io.BytesIO(files[0][1])) as zf:
+                    for i,m in enumerate(m for m in zf.infolist() if not m.is_dir()):
+                        with zf.open(m) as fz: b = fz.read(left + 1)
+                        if len(b) > left: raise DataError(names, f'the zip unpacks to more than the limit of {max_bytes/2**20:g} MB')
+                        left -= len(b); (Path(d)/f'{i:06d}.dcm').write_bytes(b)
+            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError, ValueError, zlib.error) as e:
+                raise DataError(names, f'not a readable zip file ({e})') from None
+        else:
+            for i,(_,b) in enumerate(files): (Path(d)/f'{i:06d}.dcm').write_bytes(b)
+        try: exam = exam_from_dicom(d, planes=planes)
+        except KneeaiError as e: raise type(e)(names, e.reason, e.hint) from None
+    return {p: exam[p] for p in planes}
 
 # %% ../nbs/12b_serve.ipynb #1e9f1102
 class Batcher:
