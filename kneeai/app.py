@@ -17,6 +17,7 @@ from .volumes import load_volume
 from .radiographs import load_radiograph, RADIOGRAPH_TASKS
 from .deid import dicom_tags
 from .learner import Predictor, CONFIG_NAME
+from .serve import study_volumes, _zip_is_study
 from .interpret import exam_cams, image_cam, overlay, CAM_METHODS
 from .cli import MAX_UPLOAD_MB, add_app_options
 
@@ -106,13 +107,15 @@ def _plane_of(name, key, planes=PLANES):
     return hits[0]
 
 # %% ../nbs/14_app.ipynb #5212b837
-def read_exam(files, # Three `.npy` volumes named after their planes, or one `.zip` holding them (see `upload_items`)
+def read_exam(files, # Three `.npy` volumes named after their planes, or one `.zip` holding them or a DICOM MR study (see `upload_items`)
               planes=PLANES, # The planes to read (the model's); other planes' files are ignored
               max_mb:float=MAX_UPLOAD_MB, # Limit of what the files hold together, zips unpacked, in MiB
              ) -> dict: # plane -> `uint8` volume `(slices, height, width)`
     "The volumes of one MRNet exam from uploaded files, each read and checked by `load_volume` (never unpickled)"
     files = upload_items(files)
     check_upload_size(files, max_mb)
+    if len(files) == 1 and file_kind(files[0][1]) == 'zip' and _zip_is_study(files[0][1]): # a DICOM MR study, see kneeai.mri
+        return study_volumes(files, planes, int(max_mb * 2**20))
     items = []
     for name,data in files:
         kind = file_kind(data)

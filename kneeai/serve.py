@@ -183,7 +183,7 @@ def study_volumes(files, # `(name, bytes)` pairs: the DICOM files of one MR stud
                   max_bytes:int=2**30, # Limit of what a zip unpacks to
                  ) -> dict: # plane -> `uint8` volume `(slices, H, W)`
     "The volumes of one MRNet exam from a DICOM MR study sent as files or a zip, read by `exam_from_dicom`"
-    names = ', '.join(n for n,_ in files)
+    names,real = ', '.join(n for n,_ in files),{}  # the files' own names, for messages
     with tempfile.TemporaryDirectory() as d:
         if len(files) == 1 and upload_kind(files[0][1]) == 'zip':
             left = max_bytes
@@ -192,13 +192,16 @@ def study_volumes(files, # `(name, bytes)` pairs: the DICOM files of one MR stud
                     for i,m in enumerate(m for m in zf.infolist() if not m.is_dir()):
                         with zf.open(m) as fz: b = fz.read(left + 1)
                         if len(b) > left: raise DataError(names, f'the zip unpacks to more than the limit of {max_bytes/2**20:g} MB')
-                        left -= len(b); (Path(d)/f'{i:06d}.dcm').write_bytes(b)
+                        left -= len(b); (Path(d)/f'{i:06d}.dcm').write_bytes(b); real[f'{i:06d}.dcm'] = f'{names}/{m.filename}'
             except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError, ValueError, zlib.error) as e:
                 raise DataError(names, f'not a readable zip file ({e})') from None
         else:
-            for i,(_,b) in enumerate(files): (Path(d)/f'{i:06d}.dcm').write_bytes(b)
+            for i,(nm,b) in enumerate(files): (Path(d)/f'{i:06d}.dcm').write_bytes(b); real[f'{i:06d}.dcm'] = nm
         try: exam = exam_from_dicom(d, planes=planes)
-        except KneeaiError as e: raise type(e)(names, e.reason, e.hint) from None
+        except KneeaiError as e:
+            reason = e.reason
+            for k,v in real.items(): reason = reason.replace(k, v)
+            raise type(e)(names, reason, e.hint) from None
     return {p: exam[p] for p in planes}
 
 # %% ../nbs/12b_serve.ipynb #1e9f1102
