@@ -7,7 +7,7 @@ Chromium is never downloaded: `make e2e-deps` (run by `make test`) installs Debi
 `KNEEAI_APP_SCREENSHOT=PATH` to save a screenshot of the page with its results (the README's is
 `nbs/images/app.png`); `KNEEAI_E2E_MODEL` and `KNEEAI_E2E_EXAM` replace the tiny untrained model and its exam (e.g.
 by the `kneeai demo` model and one of its exams, for a screenshot that shows a trained model)."""
-import json, os, re, signal, subprocess, time
+import json, os, re, time
 from pathlib import Path
 import pytest
 
@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from kneeai.core import PLANES, MRNET_TASKS
 from kneeai.learner import predict_exams
 from test_app import make_model_and_exam
-from conftest import kneeai_exe, free_port, wait_healthy
+from conftest import app_server
 
 CHROMIUM = os.environ.get('KNEEAI_CHROMIUM', '/usr/bin/chromium')
 CHROMEDRIVER = os.environ.get('KNEEAI_CHROMEDRIVER', '/usr/bin/chromedriver')
@@ -35,21 +35,7 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('e2e')
     if os.environ.get('KNEEAI_E2E_MODEL'): model,exam = Path(os.environ['KNEEAI_E2E_MODEL']),Path(os.environ['KNEEAI_E2E_EXAM'])
     else: model,exam = make_model_and_exam(tmp)
-    port,log = free_port(),tmp/'server.log'
-    cmd = [kneeai_exe(), 'app', '--model', str(model), '--server.port', str(port), '--server.address', '127.0.0.1',
-           '--server.headless', 'true', '--server.fileWatcherType', 'none', '--browser.serverAddress', '127.0.0.1',
-           '--browser.gatherUsageStats', 'false']
-    with open(log, 'w') as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, 'KNEEAI_HOME': str(tmp/'home')})
-    url = f'http://127.0.0.1:{port}'
-    try:
-        wait_healthy(url, proc, log)
-        yield url, model, exam
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # `kneeai app` and the Streamlit server it started
-        try: proc.wait(20)
-        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL)
+    with app_server(model, tmp) as (url, _): yield url, model, exam
 
 @pytest.fixture(scope='module')
 def browser():
