@@ -8,8 +8,8 @@ import pytest
 import kneeai
 
 LAYERS = ['core', 'dicom', 'deid', 'preprocess', 'mri', 'synthetic', 'synthetic_radiographs', 'volumes', 'radiographs', 'sampling',
-          'models', 'metrics', 'learner', 'tracking', 'train', 'radiograph_train', 'pretrain', 'semisup', 'tune', 'interpret', 'demo',
-          'serve', 'cli', 'app']
+          'models', 'metrics', 'learner', 'distributed', 'tracking', 'train', 'radiograph_train', 'multiview', 'pretrain', 'semisup',
+          'tune', 'interpret', 'demo', 'serve', 'active', 'cli', 'app']
 PKG = Path(kneeai.__file__).parent
 RANK = {m: i for i,m in enumerate(LAYERS)}
 
