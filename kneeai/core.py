@@ -16,7 +16,8 @@ with warnings.catch_warnings(): # fastai.layers decorates functions with torch.j
 
 # %% auto #0
 __all__ = ['PLANES', 'MRNET_TASKS', 'SCHATZKER', 'KneeaiError', 'DicomError', 'VolumeError', 'DataError', 'ModelError',
-           'set_seed', 'get_device', 'device_info', 'atomic_write', 'kneeai_home', 'reference_data', 'die_with_parent']
+           'set_seed', 'get_device', 'device_info', 'atomic_write', 'kneeai_home', 'reference_data', 'die_with_parent',
+           'npy_header', 'read_npy']
 
 # %% ../nbs/00_core.ipynb #3ef649ab
 PLANES = ('sagittal', 'coronal', 'axial')
@@ -154,3 +155,83 @@ def die_with_parent(ppid:int|None=None, # The parent's process id as the parent 
         if ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0: _watch_parent(ppid) # 1: PR_SET_PDEATHSIG
     else: _watch_parent(ppid)
     if os.getppid() != ppid: os._exit(1) # the parent ended before this process could ask
+
+# %% ../nbs/00_core.ipynb #caf9bf0b
+import re, math
+_NPY_MAGIC,_NPY_MAX_HEADER = b'\x93NUMPY',10_000  # the limit on a header's length is numpy's own (`max_header_size`)
+_NPY_SAVE = 'save one numeric array per file with np.save'
+_NPY_DICT = re.compile(r"\{\s*'descr'\s*:\s*'(?P<descr>[^'\\]*)'\s*,\s*'fortran_order'\s*:\s*(?P<fortran>True|False)\s*,"
+                       r"\s*'shape'\s*:\s*\((?P<shape>\s*(?:\d+L?\s*,\s*)*(?:\d+L?\s*)?)\)\s*,?\s*\}\s*\n")
+_NPY_DESCR = re.compile(r'[<>|=]?(?:b1|[iu][1248]|f(?:2|4|8|16)|c(?:8|16|32))')
+
+def _npy_dtype(descr:str, name) -> np.dtype:
+    "The dtype of a header's `descr`: plain numbers and booleans only"
+    if descr.lstrip('<>|=') == 'O':
+        raise DataError(name, 'holds pickled Python objects, which kneeai never loads (allow_pickle=False)',
+                        hint='save the values as a numeric array, e.g. arr.astype(np.uint8)')
+    try:
+        if _NPY_DESCR.fullmatch(descr): return np.dtype(descr)
+    except TypeError: pass  # e.g. a 16-byte float where numpy has none
+    raise DataError(name, f'has dtype {descr!r}: kneeai reads .npy files of numbers or booleans only', hint=_NPY_SAVE)
+
+# %% ../nbs/00_core.ipynb #1f91d0f5
+def npy_header(f, # An open binary `.npy` file (at its start), or a file's bytes
+               name=None, # The name in errors (default: the file's)
+              ) -> tuple: # (shape, dtype, fortran_order, offset of the data)
+    "The header of a `.npy` file, parsed without evaluating anything; a `DataError` for anything `np.save` would not write"
+    raw = isinstance(f, (bytes, bytearray, memoryview))
+    name = name if name is not None else '<bytes>' if raw else getattr(f, 'name', f)
+    read = (lambda a,b: bytes(f[a:b])) if raw else (lambda a,b: f.read(b - a))
+    def bad(why): return DataError(name, f'not a readable .npy file ({why})', hint=_NPY_SAVE)
+    head = read(0, 10)
+    if not head.startswith(_NPY_MAGIC): raise bad(f'it does not start with {_NPY_MAGIC!r}')
+    if len(head) < 10: raise bad('cut short in its header')
+    if (head[6], head[7]) not in ((1,0), (2,0), (3,0)): raise bad(f'unknown format version {tuple(head[6:8])}')
+    start = 10 if head[6] == 1 else 12
+    head += read(10, start)
+    if len(head) < start: raise bad('cut short in its header')
+    n = int.from_bytes(head[8:start], 'little')
+    if n > _NPY_MAX_HEADER: raise bad(f'a header of {n} bytes, more than the {_NPY_MAX_HEADER} numpy allows')
+    text = read(start, start + n)
+    if len(text) < n: raise bad('cut short in its header')
+    try: text = text.decode('utf8' if head[6] == 3 else 'latin1')
+    except UnicodeDecodeError: raise bad('a header that is not text') from None
+    if (m := _NPY_DICT.fullmatch(text)) is None:
+        if re.match(r"\{\s*'descr'\s*:\s*\[", text): raise DataError(name, 'has a structured (record) dtype: kneeai reads .npy files of numbers or booleans only', hint=_NPY_SAVE)
+        raise bad(f'its header is not the dict np.save writes: {text[:80].strip()!r}')
+    dims = [s.strip() for s in m['shape'].split(',')]
+    if len(dims) == 1 and dims[0]: raise bad(f'its shape ({m["shape"]}) is not a tuple')
+    shape = tuple(int(s.rstrip('L')) for s in dims if s)
+    if len(shape) > 64: raise bad(f'{len(shape)} dimensions, more than numpy allows')
+    return shape, _npy_dtype(m['descr'], name), m['fortran'] == 'True', start + n
+
+# %% ../nbs/00_core.ipynb #0abd39c0
+def read_npy(f, # A `.npy` file, or its bytes
+             mmap:bool=False, # Map the file read-only instead of reading it (files only)
+             name=None, # The name in errors (default: `f`)
+            ) -> np.ndarray:
+    "The array in a `.npy` file, read without `np.load` (nothing evaluated, never unpickled); a `DataError` naming the file for anything wrong"
+    raw = isinstance(f, (bytes, bytearray, memoryview))
+    name = name if name is not None else '<bytes>' if raw else f
+    if raw: return _npy_array(f, npy_header(f, name), len(f), name)
+    if not Path(f).is_file(): raise DataError(name, 'no such file' if not Path(f).exists() else 'not a file', hint=_NPY_SAVE)
+    try:
+        with open(f, 'rb') as fh:
+            hdr = npy_header(fh, name)
+            return _npy_array(fh, hdr, os.fstat(fh.fileno()).st_size, name, mmap)
+    except OSError as e: raise DataError(name, f'cannot be read ({e.strerror or e})') from None
+
+def _npy_array(f, hdr, size:int, name, mmap:bool=False) -> np.ndarray:
+    "The data of a `.npy` file (bytes, or an open file) of header `hdr` and `size` bytes, checked against the header"
+    shape,dtype,fortran,offset = hdr
+    count = math.prod(shape); need = count * dtype.itemsize
+    if size - offset != need:
+        why = 'truncated or corrupt .npy file' if size - offset < need else 'more data than its header says (several arrays in one file?)'
+        raise DataError(name, f'{why}: {size - offset} bytes of data, the header says {shape} {dtype} = {need}', hint=_NPY_SAVE)
+    order = 'F' if fortran else 'C'
+    if mmap and count: return np.memmap(f, dtype, 'r', offset, shape, order)
+    if isinstance(f, (bytes, bytearray, memoryview)): a = np.frombuffer(f, dtype, count, offset).copy()
+    else:
+        f.seek(offset); a = np.fromfile(f, dtype, count)
+        if a.size < count: raise DataError(name, f'truncated .npy file: it shrank while being read', hint=_NPY_SAVE)
+    return a.reshape(shape, order=order)
