@@ -506,6 +506,18 @@ def _study_sizes(g, n, n_studies):
         sizes[g.choice(open_)] += 1
     return sizes
 
+def _lesion_views(df:pd.DataFrame, rate:float, seed:int) -> pd.DataFrame:
+    "`df` with `lesion_views` (the views in which a study's fracture shows, '|'-joined; 'none') and `visible` (per image)"
+    views = df.groupby('study_id', sort=False).view.agg(lambda v: sorted(set(v)))
+    frac = df.groupby('study_id', sort=False).fracture.first()
+    both = [s for s in views.index if frac[s] and len(views[s]) > 1]
+    g = np.random.default_rng([seed, 6])
+    one = set(g.choice(both, _counts(len(both), [1-rate, rate])[1], replace=False)) if both else set()
+    lesion = {s: 'none' if not frac[s] else str(g.choice(views[s])) if s in one else '|'.join(views[s]) for s in views.index}
+    df['lesion_views'] = df.study_id.map(lesion)
+    df['visible'] = [int(v in l.split('|')) for v,l in zip(df.view, df.lesion_views)]
+    return df
+
 def radiograph_plan(n:int=100, # Number of images
                     seed:int=0, # Seed: the same seed gives the same plan
                     patients:int|None=None, # Number of patients (default: about one per 3 images)
@@ -513,12 +525,13 @@ def radiograph_plan(n:int=100, # Number of images
                     schatzker_shares:dict|None=None, # Relative frequency of types 1-6 among fractures (default `SCHATZKER_SHARES`)
                     mono1_rate:float=.3, # Share of images stored as MONOCHROME1
                     transfer_syntaxes:dict|None=None, # {short name: weight} (default: every writable one, explicit VR twice as often)
+                    one_view_rate:float=0., # Share of fractured studies with two views or more whose fracture shows in one view only (drawn at random)
                    ) -> pd.DataFrame:
     "One row per image to synthesise: patient, study, view, side, Schatzker class, storage format and identifying details"
     _check(isinstance(n, (int, np.integer)) and n >= 1, n, 'n (the number of images) must be a positive integer')
     _check(patients is None or (isinstance(patients, (int, np.integer)) and 1 <= patients <= n), patients,
            f'patients must be an integer from 1 to n={n}', 'every patient needs at least one image')
-    _check_rate(fracture_rate, 'fracture_rate'); _check_rate(mono1_rate, 'mono1_rate')
+    _check_rate(fracture_rate, 'fracture_rate'); _check_rate(mono1_rate, 'mono1_rate'); _check_rate(one_view_rate, 'one_view_rate')
     shares = dict(SCHATZKER_SHARES if schatzker_shares is None else schatzker_shares)
     _check(set(shares) <= set(range(1, 7)) and all(v >= 0 for v in shares.values()) and sum(shares.values()) > 0, shares,
            'schatzker_shares must map types 1-6 to non-negative weights, not all zero')
@@ -566,21 +579,22 @@ def radiograph_plan(n:int=100, # Number of images
                              file=f"{pat['patient_id']}/{study['study_id']}/IM{i+1:04d}.dcm"))
     df = pd.DataFrame(rows).drop(columns=['bday'])
     df.insert(0, 'image_index', np.arange(len(df)))
-    return df
+    return _lesion_views(df, one_view_rate, seed)
 
 # %% ../nbs/03b_synthetic_radiographs.ipynb #eac47ce6
 LABEL_COLUMNS = ['file', 'patient_id', 'study_id', 'view', 'laterality', 'schatzker', 'fracture',
                  'knee_x0', 'knee_y0', 'knee_x1', 'knee_y1', 'frac_x0', 'frac_y0', 'frac_x1', 'frac_y1',
-                 'modality', 'photometric', 'bits_stored', 'transfer_syntax', 'pixel_spacing']
+                 'modality', 'photometric', 'bits_stored', 'transfer_syntax', 'pixel_spacing', 'lesion_views', 'visible']
 
 def _image_rngs(seed, row):
     "The image's own generator and its study's fracture generator (so AP and lateral show the same fracture geometry)"
     return np.random.default_rng([seed, 1, int(row['image_index'])]), np.random.default_rng([seed, 2, int(row['study_index'])])
 
 def synth_radiograph_row(row, seed=0, size=512):
-    "Pixels and metadata of one planned image (a row of `radiograph_plan`)"
+    "Pixels and metadata of one planned image (a row of `radiograph_plan`; no fracture drawn where it is not `visible`)"
     g,gf = _image_rngs(seed, row)
-    return synth_radiograph(g, size, row['view'], row['laterality'], int(row['schatzker']), row['photometric'],
+    k = int(row['schatzker']) if row.get('visible', 1) else 0
+    return synth_radiograph(g, size, row['view'], row['laterality'], k, row['photometric'],
                             int(row['bits_stored']), fracture_rng=gf)
 
 # %% ../nbs/03b_synthetic_radiographs.ipynb #03f0bae2
@@ -591,7 +605,8 @@ def _label(row, meta):
                 **dict(zip(['knee_x0', 'knee_y0', 'knee_x1', 'knee_y1'], meta['knee_box'])),
                 **dict(zip(['frac_x0', 'frac_y0', 'frac_x1', 'frac_y1'], fb)),
                 modality=row['modality'], photometric=row['photometric'], bits_stored=int(row['bits_stored']),
-                transfer_syntax=row['transfer_syntax'], pixel_spacing=round(meta['pixel_spacing'], 6))
+                transfer_syntax=row['transfer_syntax'], pixel_spacing=round(meta['pixel_spacing'], 6),
+                lesion_views=row.get('lesion_views', 'none' if not row['fracture'] else row['view']), visible=int(row.get('visible', row['fracture'] > 0)))
 
 def synth_radiographs(dest, # Folder to write into (created if needed)
                       n:int=100, # Number of images
@@ -600,7 +615,7 @@ def synth_radiographs(dest, # Folder to write into (created if needed)
                       patients:int|None=None, # Number of patients (default: about one per 3 images)
                       fracture_rate:float=.15, # Share of studies (knees) with a tibial-plateau fracture
                       progress:bool=True, # Show a progress bar
-                      **kwargs, # Passed to `radiograph_plan`: schatzker_shares, mono1_rate, transfer_syntaxes
+                      **kwargs, # Passed to `radiograph_plan`: schatzker_shares, mono1_rate, transfer_syntaxes, one_view_rate
                      ) -> pd.DataFrame:
     "Write `n` synthetic knee radiographs as DICOM files under `dest` and their labels to `dest/labels.csv`"
     _check(isinstance(size, (int, np.integer)) and 64 <= size <= 4096, size, 'size must be an integer from 64 to 4096 pixels')
