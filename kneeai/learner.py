@@ -20,7 +20,8 @@ from fastprogress.fastprogress import IN_NOTEBOOK
 import kneeai
 from .core import KneeaiError, DataError, ModelError, atomic_write, get_device, kneeai_home
 from .volumes import exams_df, volume_dl, mrnet_test_dl
-from .radiographs import load_radiograph
+from .dicom import read_dicom, dicom_files
+from .radiographs import load_radiograph, IMAGE_SUFFIXES
 from .models import save_weights, check_config, model_from_config, model_kind, model_inputs, output_probs, output_names
 from .metrics import report_markdown
 
@@ -28,7 +29,7 @@ from .metrics import report_markdown
 __all__ = ['AMP_CACHE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'CSVLog', 'SaveBestModel', 'EarlyStopping', 'cpu_bf16_native',
            'CPUMixedPrecision', 'amp_decision', 'TrainMixedPrecision', 'amp_callback', 'EpochLog', 'interactive',
            'progress_ctx', 'training_callbacks', 'fit_recipe', 'write_report', 'save_model', 'load_model',
-           'predict_probs', 'Predictor', 'predict_exams', 'predict_split', 'predict_images']
+           'predict_probs', 'Predictor', 'predict_exams', 'predict_split', 'predict_images', 'predict_studies']
 
 # %% ../nbs/09_learner.ipynb #8301a3ce
 class CSVLog(CSVLogger):
@@ -376,7 +377,8 @@ class Predictor:
 
     def _need(self, inputs:str):
         if self.inputs != inputs:
-            has = 'MRNet exams' if self.inputs == 'exams' else 'radiographs (DICOM or image files)'
+            has = dict(exams='MRNet exams', images='radiographs (DICOM or image files)',
+                       studies='radiograph studies (folders of DICOM files, or mappings view -> image)')[self.inputs]
             raise ModelError(self.path, f'this {self.kind} model reads {has}', hint='give it those, or choose the other model')
 
 # %% ../nbs/09_learner.ipynb #e0761557
@@ -465,3 +467,79 @@ def predict_images(model_dir, # A folder from `save_model` holding a radiograph 
                    device=None, **kwargs) -> pd.DataFrame:
     "`Predictor.predict_images` of a model folder, loaded for this call"
     return Predictor.load(model_dir, device).predict_images(images, **kwargs)
+
+# %% ../nbs/09_learner.ipynb #43ff6e32
+def _file_view(fn) -> str:
+    "The ViewPosition of a DICOM file (header only; '' when absent or not DICOM)"
+    if Path(fn).suffix.lower() in IMAGE_SUFFIXES: return ''
+    return str(read_dicom(fn, stop_before_pixels=True).get('ViewPosition', '') or '').strip().upper()
+
+def _study_items(study) -> list:
+    "(image, view) pairs of a study: a folder or list of DICOM files (views from ViewPosition), or a mapping view -> image(s)"
+    if isinstance(study, dict): return [(o, str(v)) for v,os in study.items() for o in (os if isinstance(os, (list, tuple)) else [os])]
+    files = dicom_files(study) if isinstance(study, (str, Path)) and Path(study).is_dir() else [Path(o) for o in L(study)]
+    if not files: raise DataError(study, 'no DICOM files in this study folder', hint='a study folder holds the DICOM files of one knee')
+    return [(f, _file_view(f)) for f in files]
+
+def _view_index(views:list, v:str, what) -> int:
+    "Index of view `v` among a model's `views` (any view when the model knows one view only)"
+    if len(views) == 1: return 0
+    if v not in views: raise DataError(what, f"view {v or '(none)'!r} is not one this model was trained on ({', '.join(views)})",
+                                       hint='give images of those views (DICOM ViewPosition), or a mapping view -> image')
+    return views.index(v)
+
+# %% ../nbs/09_learner.ipynb #229468a1
+def _pad_studies(studies:list) -> tuple[Tensor, Tensor]:
+    "A batch `(bs, N, C, H, W)` and view indices `(bs, N)` (-1 where padded) from (images `(n, C, H, W)`, views `(n,)`) pairs"
+    n = max(len(v) for _,v in studies)
+    x = torch.stack([F.pad(x, (0, 0, 0, 0, 0, 0, 0, n-len(x))) for x,_ in studies])
+    return x, torch.stack([F.pad(v, (0, n-len(v)), value=-1) for _,v in studies])
+
+# %% ../nbs/09_learner.ipynb #6a0caa67
+@patch
+def study_probs(self:Predictor, xs:dict, # name -> (prepared images `(n, C, H, W)`, view indices `(n,)`)
+                bs:int=4, # Studies per forward pass
+               ) -> pd.DataFrame:
+    "Per-class (or per-label) probabilities of prepared studies, one row per name"
+    self._need('studies')
+    names,out = list(xs),[]
+    with torch.inference_mode():
+        for i in range(0, len(names), bs):
+            x,v = _pad_studies([(torch.as_tensor(xs[n][0]).as_subclass(Tensor), torch.as_tensor(xs[n][1])) for n in names[i:i+bs]])
+            out.append(output_probs(self.model(x.to(self.device), v.to(self.device)), self.cfg).float().cpu())
+    probs = torch.cat(out).numpy() if out else np.zeros((0, len(self.names)), np.float32)
+    return pd.DataFrame(probs, index=pd.Index(names, name='study'), columns=self.names)
+
+# %% ../nbs/09_learner.ipynb #dee26722
+@patch
+def study_inputs(self:Predictor, study, # A study folder, a list of files, or a mapping view -> image(s) (see `predict_studies`)
+                ) -> tuple[Tensor, Tensor, list]:
+    "A study's prepared images `(n, C, H, W)`, their view indices `(n,)` and the (image, view) pairs they came from"
+    items,views = _study_items(study),self.data['views']
+    idx = [_view_index(views, v, o if isinstance(o, (str, Path)) else study) for o,v in items]
+    return torch.stack([load_radiograph(o, **self.data) for o,_ in items]), torch.tensor(idx), items
+
+# %% ../nbs/09_learner.ipynb #bf4a000a
+@patch
+def predict_studies(self:Predictor, studies, # Study folders of DICOM files, lists of files, or mappings view -> image(s)
+                    names=None, # The name of each study (default: the folder's name, 'study0', 'study1', ... otherwise)
+                    bs:int=4, # Studies per forward pass
+                   ) -> pd.DataFrame:
+    "Per-class probabilities of radiograph studies, indexed by study; an unusable study gets its reason in `error`"
+    self._need('studies')
+    studies = list(studies)
+    names = [str(n) for n in names] if names is not None else [Path(s).name if isinstance(s, (str, Path)) else f'study{j}' for j,s in enumerate(studies)]
+    if len(names) != len(studies): raise DataError('names', f'{len(names)} names for {len(studies)} studies')
+    xs,errors = {},{}
+    for n,s in zip(names, studies):
+        try: xs[n] = self.study_inputs(s)[:2]
+        except KneeaiError as e: errors[n] = str(e)
+    return _with_errors(self.study_probs(xs, bs), names, errors, 'study')
+
+# %% ../nbs/09_learner.ipynb #2bc6eec8
+@delegates(Predictor.predict_studies)
+def predict_studies(model_dir, # A folder from `save_model` holding a multi-view model
+                    studies, # Study folders, lists of files, or mappings view -> image(s)
+                    device=None, **kwargs) -> pd.DataFrame:
+    "`Predictor.predict_studies` of a model folder, loaded for this call"
+    return Predictor.load(model_dir, device).predict_studies(studies, **kwargs)

@@ -25,7 +25,8 @@ __all__ = ['BODY_KIND', 'MODEL_KINDS', 'MAX_OUTPUTS', 'tv_archs', 'tv_weights_fi
            'body_file', 'n_features', 'create_backbone', 'last_conv', 'slice_mask', 'pack_slices', 'max_over_slices',
            'SliceEncoder', 'MRNet', 'TripleMRNet', 'mrnet_splitter', 'register_model_kind', 'model_kind',
            'model_inputs', 'check_model_config', 'check_config', 'model_from_config', 'CoralHead', 'coral_probs',
-           'CoralLoss', 'RadiographNet', 'radiograph_splitter', 'output_probs', 'output_names', 'PlaneStacker']
+           'CoralLoss', 'RadiographNet', 'radiograph_splitter', 'output_probs', 'output_names', 'PlaneStacker',
+           'MultiViewNet', 'multiview_splitter']
 
 # %% ../nbs/07_models.ipynb #34ff5c95
 def _tv_cut(arch:str):
@@ -371,10 +372,10 @@ MODEL_KINDS = {} # kind -> dict(build=function of the config's other `model` ent
 # %% ../nbs/07_models.ipynb #784c6da5
 def register_model_kind(kind:str, # The `kind` written in `config.json` (e.g. a class name)
                         build, # Called with the other entries of the config's `model` dict; returns an untrained model
-                        inputs:str, # What the model reads: 'exams' (MRNet volumes per plane) or 'images' (radiographs)
+                        inputs:str, # What the model reads: 'exams' (MRNet volumes per plane), 'images' (radiographs) or 'studies' (several views of one knee)
                        ):
     "Teach `model_from_config` (and so `load_model` and the `Predictor`) to build models of `kind`"
-    if inputs not in ('exams', 'images'): raise ModelError(kind, f"inputs must be 'exams' or 'images', not {inputs!r}")
+    if inputs not in ('exams', 'images', 'studies'): raise ModelError(kind, f"inputs must be 'exams', 'images' or 'studies', not {inputs!r}")
     MODEL_KINDS[kind] = dict(build=build, inputs=inputs)
     return build
 
@@ -393,7 +394,7 @@ def model_kind(cfg:dict # A saved model's config (`model`, `data` entries)
 
 # %% ../nbs/07_models.ipynb #0ff3533c
 def model_inputs(cfg:dict) -> str:
-    "What a saved model reads: 'exams' or 'images'"
+    "What a saved model reads: 'exams', 'images' or 'studies'"
     return MODEL_KINDS[model_kind(cfg)]['inputs']
 
 # %% ../nbs/07_models.ipynb #bf81aee1
@@ -451,6 +452,7 @@ def _check_data(d:dict, inputs:str, fn=None) -> list:
     e('prep', lambda v: isinstance(v, bool) or isinstance(v, dict) and set(v) <= _PREP_KEYS,
       f'true, false or an object with some of {", ".join(sorted(_PREP_KEYS))}', default=True)
     e('clahe', lambda v: v is None or _is_num(v, 1e-6, 1), 'null or a clip limit from 0 to 1', default=None)
+    if inputs == 'studies': e('views', lambda v: _is_names(v) and len(v) <= 64, 'a list of 1 to 64 view names')
     return e('classes', _is_names, 'a list of classes') if 'classes' in d or 'vocab' not in d else e('vocab', _is_names, 'a list of classes')
 
 # %% ../nbs/07_models.ipynb #debbec4c
@@ -616,3 +618,75 @@ class PlaneStacker:
         "Coefficients as a DataFrame: rows tasks, columns planes and the intercept"
         import pandas as pd
         return pd.DataFrame(np.c_[self.coef_, self.intercept_], index=self.tasks, columns=[*self.planes, 'intercept'])
+
+# %% ../nbs/07_models.ipynb #22597e73
+def _masked_pool(f:torch.Tensor, mask:torch.Tensor, scores:torch.Tensor|None=None) -> torch.Tensor:
+    "Pool features `f` `(bs, N, nf)` over the images where `mask` `(bs, N)` is true: their mean, or weights `softmax(scores)`"
+    if scores is None: w = mask.to(f.dtype)/mask.sum(1, keepdim=True).clamp_min(1).to(f.dtype)
+    else: w = torch.softmax(scores.float().masked_fill(~mask, -torch.inf), 1).nan_to_num(0.).to(f.dtype)
+    return (w[..., None]*f).sum(1)
+
+# %% ../nbs/07_models.ipynb #4eab70f3
+class MultiViewNet(Module):
+    "A study classifier: each view through a CNN body (shared or one per view), features pooled over the views present, one head"
+    def __init__(self,
+                 arch:str='resnet18', # Body, see `kneeai.models.create_backbone`
+                 n_out:int=2, # Classes (single label, also for CORAL) or labels (multi-label)
+                 in_chans:int=1, # 1: gray (first conv folded); 3: gray repeated
+                 views=('AP', 'LAT'), # The view names, in the order of the view indices the model reads
+                 shared:bool=True, # One body for every view (False: one body per view)
+                 pool:str='mean', # 'mean' (masked mean) or 'attention' (masked attention weights)
+                 pretrained:bool|str=False, # ImageNet weights (True; cached or downloadable) or a weight file
+                 head:str='linear', # 'linear' or 'coral' (ordinal)
+                 dropout:float=0., # Dropout before the head
+                ):
+        views = [str(v) for v in views]
+        if not 0 < len(views) <= 64 or len(set(views)) != len(views): raise ModelError(views, 'views must be 1 to 64 distinct names')
+        if pool not in ('mean', 'attention'): raise ModelError(pool, "pool must be 'mean' or 'attention'")
+        if head not in ('linear', 'coral'): raise ModelError(head, "head must be 'linear' or 'coral'")
+        self.arch,self.views,self.shared,self.pool,self.head_kind = arch,views,shared,pool,head
+        bodies = [create_backbone(arch, pretrained, in_chans) for _ in range(1 if shared else len(views))]
+        self.bodies,self.nf = nn.ModuleList([b for b,_ in bodies]),bodies[0][1]
+        self.view_emb = nn.Embedding(len(views), self.nf); nn.init.zeros_(self.view_emb.weight)
+        self.att = nn.Sequential(nn.Linear(self.nf, 64), nn.Tanh(), nn.Linear(64, 1)) if pool == 'attention' else None
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(self.nf, n_out) if head == 'linear' else CoralHead(self.nf, n_out)
+
+    def body_for(self, view:int) -> nn.Module:
+        "The body that reads view index `view`"
+        return self.bodies[0 if self.shared else view]
+
+    def image_features(self, x:torch.Tensor, # Images `(n, C, H, W)`
+                       views:torch.Tensor, # Their view indices `(n,)`
+                      ) -> torch.Tensor:
+        "Pooled body features plus the view's offset `(n, nf)`"
+        out = None
+        for v in range(len(self.bodies)):
+            idx = torch.arange(len(x), device=x.device) if self.shared else (views == v).nonzero().squeeze(1)
+            if not len(idx): continue
+            f = self.bodies[v](x[idx]); f = f.mean((-2, -1)) if f.ndim == 4 else f
+            out = f if self.shared else (out if out is not None else f.new_zeros(len(x), f.shape[1])).index_copy(0, idx, f)
+        if out is None: out = x.new_zeros(len(x), self.nf)
+        return out + self.view_emb(views).to(out.dtype)
+
+    def features(self, x:torch.Tensor, # Studies `(bs, N, C, H, W)`: up to N images each, padded
+                 views:torch.Tensor, # View index of each image `(bs, N)`; -1 where there is no image (masked)
+                ) -> torch.Tensor:
+        "Study features `(bs, nf)`: image features pooled over the images present"
+        mask = views >= 0
+        f = self.image_features(x[mask], views[mask])
+        full = f.new_zeros(*mask.shape, f.shape[-1]).masked_scatter(mask[..., None], f)
+        return _masked_pool(full, mask, None if self.att is None else self.att(full).squeeze(-1))
+
+    def forward(self, x:torch.Tensor, views:torch.Tensor) -> torch.Tensor:
+        "Logits `(bs, n_out)` (CORAL: `(bs, n_out-1)`) of studies `x` `(bs, N, C, H, W)` with view indices `views` `(bs, N)`"
+        return self.head(self.drop(self.features(x, views)))
+
+# %% ../nbs/07_models.ipynb #2223fdc7
+def multiview_splitter(m:MultiViewNet) -> list:
+    "Parameter groups for fastai: [bodies, view offsets + attention + head]"
+    return L(params(m.bodies), params(m.view_emb) + (params(m.att) if m.att is not None else []) + params(m.head))
+
+# %% ../nbs/07_models.ipynb #fa883a64
+def _multiview_net(**cfg): return MultiViewNet(pretrained=False, **cfg)
+register_model_kind('MultiViewNet', _multiview_net, 'studies')
