@@ -26,7 +26,7 @@ from .interpret import explain, CAM_METHODS
 from .demo import mrnet_demo
 
 # %% auto #0
-__all__ = ['positive_int', 'count', 'positive', 'fraction', 'image_side', 'MAX_UPLOAD_MB', 'number_in', 'out_folder',
+__all__ = ['positive_int', 'count', 'positive', 'fraction', 'image_side', 'MAX_UPLOAD_MB', 'number_in', 'out_folder', 'shard_arg',
            'add_app_options', 'kneeai_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #eb7136ce
@@ -157,7 +157,16 @@ def _add_synth(sub):
     _opt(u, d, 'size', type=int, help='image side in pixels (default: %(default)s)')
 
 # %% ../nbs/13_cli.ipynb #9c492aa8
-from .deid import OPTIONS, deid_key_file, deidentify_folder
+from .deid import OPTIONS, deid_key_file, deidentify_folder, parse_shard, manifest_note
+
+def shard_arg(s:str) -> tuple:
+    "An argparse `type`: `I/N`, shard I of N (numbered from 0), as `(I, N)`"
+    try: return parse_shard(s)
+    except DataError as e: raise argparse.ArgumentTypeError(e.reason) from None
+
+_SHARD_HELP = ('do only shard I of N (from 0) of the files, chosen by a hash of their paths, into the same DEST as the other shards; '
+               'the last shard done merges the manifests. On a cluster: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (SLURM array), '
+               '$JOB_COMPLETION_INDEX/N (Kubernetes indexed Job of N completions)')
 
 def _names(paths) -> str: return ', '.join(map(str, paths))
 
@@ -183,14 +192,15 @@ def _deidentify(args):
     src,dest = Path(args.src),Path(args.dest)
     kw = _profile_kw(args) | dict(allow_burned_in=args.allow_burned_in)
     if src.is_file():
+        if args.shard: raise DataError(src, 'is one file: --shard splits the files of a folder')
         out = deidentify(src, dest, **kw); _key_note(args); return print(out)
-    man = deidentify_folder(src, dest, **kw)
+    man = deidentify_folder(src, dest, shard=args.shard, **kw)
     _key_note(args)
-    bad = man[man.status != 'ok']
+    bad = man[~man.status.isin(['ok', 'skipped'])]
     for r in bad.itertuples(): print(f'{r.status}: {r.source}: {r.reason}', file=sys.stderr)
     n = man.status.value_counts()
-    print(f"{n.get('ok', 0)} de-identified copies in {dest}, {n.get('refused', 0)} refused (burned-in annotation), "
-          f"{n.get('failed', 0)} failed")
+    print(f"{n.get('ok', 0)} de-identified copies in {dest}, {n.get('skipped', 0)} done before, {n.get('refused', 0)} refused "
+          f"(burned-in annotation), {n.get('failed', 0)} failed; {manifest_note(dest, args.shard)}")
     if len(bad): raise DicomError(src, f'{len(bad)} of {len(man)} files were not de-identified (listed above)')
 
 def _add_dicom(sub):
@@ -216,6 +226,7 @@ def _add_dicom(sub):
     r.add_argument('src', type=Path, help='a DICOM file or a folder of them')
     r.add_argument('dest', type=Path, help='file or folder to write the copies to (as <patient>/<study>/<series>/<instance>.dcm)')
     profile(r)
+    r.add_argument('--shard', type=shard_arg, metavar='I/N', help=_SHARD_HELP)
     _opt(r, d, 'allow_burned_in', action='store_true', help='also copy images marked BurnedInAnnotation=YES (their pixels may identify the patient)')
     r.set_defaults(func=_deidentify)
 
@@ -223,11 +234,11 @@ def _add_dicom(sub):
 def _preprocess(args):
     m = preprocess_folder(**_kwargs(args, preprocess_folder))
     counts = m['status'].value_counts().to_dict()  # ok, skipped (done by an earlier run), failed
-    print(', '.join(f'{n} {k}' for k,n in counts.items()) + f'; manifest: {Path(args.dest)/"manifest.csv"}')
+    print(', '.join(f'{n} {k}' for k,n in counts.items()) + f'; {manifest_note(args.dest, args.shard)}')
     failed = m[m['status'] == 'failed']
     for _,r in failed.head(20).iterrows(): print(f"failed: {r['source']}: {r['reason']}", file=sys.stderr)
     if len(m) and len(failed) == len(m): raise DicomError(args.src, 'no file could be preprocessed')
-    if len(failed): raise DicomError(args.src, f'{len(failed)} of {len(m)} files failed (manifest.csv says why; a rerun retries them)')
+    if len(failed): raise DicomError(args.src, f'{len(failed)} of {len(m)} files failed (the manifest says why; a rerun retries them)')
 
 def _add_preprocess(sub):
     p,d = sub.add_parser('preprocess', help='DICOM radiographs to cropped, contrast-enhanced 16-bit PNG or .npy',
@@ -241,6 +252,7 @@ def _add_preprocess(sub):
     _opt(p, d, 'clip_limit', '--no-clahe', action='store_const', const=None, help='no CLAHE')
     _opt(p, d, 'crop', '--no-crop', action='store_false', help='keep the exposed field instead of cropping around the knee')
     _opt(p, d, 'clean', '--no-clean', action='store_false', help='keep collimation borders, markers and text')
+    _opt(p, d, 'shard', type=shard_arg, metavar='I/N', help=_SHARD_HELP)
     _opt(p, d, 'overwrite', action='store_true', help='redo files already done (and allow other settings than last time)')
     _opt(p, d, 'progress', '-q', '--quiet', action='store_false', help='no progress bar')
     p.set_defaults(func=_preprocess)
@@ -652,3 +664,83 @@ def _add_tune(sub):
     p.set_defaults(func=_tune)
 
 _SUBCOMMANDS.append(_add_tune)
+
+# %% ../nbs/13_cli.ipynb #6e093c1d
+from .deid import merge_manifests
+
+def _manifest_merge(args):
+    df = merge_manifests(args.dest, args.n)
+    print(', '.join(f'{n} {k}' for k,n in df['status'].value_counts().to_dict().items()) + f"; manifest: {Path(args.dest)/'manifest.csv'}")
+    if n_bad := int((~df['status'].isin(['ok', 'skipped'])).sum()):
+        print(f'{n_bad} of {len(df)} files were not done (their rows say why; rerun their shards, then merge again)', file=sys.stderr)
+
+def _add_manifest(sub):
+    p = sub.add_parser('manifest', help='the manifests of sharded preprocess and deidentify jobs',
+                       description='Work on the manifests that sharded jobs (--shard I/N) write into their DEST.')
+    acts = p.add_subparsers(title='actions', dest='action', metavar='ACTION', required=True)
+    m = acts.add_parser('merge', help="merge the shards' manifests into DEST/manifest.csv (the last shard to finish does it too)",
+                        description="Merge the manifests of every shard of a job into DEST/manifest.csv, the manifest one unsharded "
+                                    'run writes; fails naming the shards not done.')
+    m.add_argument('dest', type=Path, help='the folder the shards wrote into')
+    m.add_argument('--shards', dest='n', type=positive_int, metavar='N', default=None,
+                   help='number of shards (default: the one number the shard manifests in DEST were made with)')
+    m.set_defaults(func=_manifest_merge)
+
+_SUBCOMMANDS.append(_add_manifest)
+
+# %% ../nbs/13_cli.ipynb #f1fef115
+from .multiview import train_multiview
+
+def _multiview_options(p):
+    "`train radiographs`' options for a multi-view model (a model per study, given `--study-col`)"
+    d,g = _defaults(train_multiview),p.add_argument_group('multi-view: one model reads all images of a study')
+    g.add_argument('--study-col', dest='study_col', default=None,
+                   help='column naming the study (e.g. study_id, StudyInstanceUID): train a multi-view model on whole studies')
+    _opt(g, d, 'view_col', help="column naming each image's view (e.g. view, ViewPosition; default: none, any number of images per study)")
+    _opt(g, d, 'pool', choices=('mean', 'attention'), help="pool the views' features by a masked mean or masked attention (default: %(default)s)")
+    _opt(g, d, 'shared', '--per-view-bodies', action='store_false', help='one body per view (default: one body shared by the views)')
+    _opt(g, d, 'max_views', type=int, help='images per study (default: the largest study)')
+
+def _radiograph_trainer(args):
+    "`train_multiview` when `--study-col` is given, else `train_radiographs`"
+    if not args.study_col:
+        if args.view_col: raise DataError('--view-col', 'needs --study-col: views belong to the images of a study')
+        return train_radiographs
+    if args.sampler: raise DataError('--sampler', 'is not available for multi-view models', hint='drop --sampler or --study-col')
+    return train_multiview
+
+# %% ../nbs/13_cli.ipynb #21e278da
+from .active import select_items, write_selection, STRATEGIES
+
+def _select(args):
+    sel = select_items(**_kwargs(args, select_items))
+    write_selection(sel, args.out)
+    for e in sel.attrs['errors'].values(): print(f'kneeai select: skipped {e}', file=sys.stderr)
+    print(f"{len(sel)} of {sel.attrs['n_unlabelled']} unlabelled {'studies' if args.study_col else 'items'} chosen by {args.strategy} "
+          f"({sel.attrs['n_labelled']} already labelled): {args.out}")
+
+def _add_select(sub):
+    p,d = sub.add_parser('select', help='choose the unlabelled radiographs or exams most worth labelling next (active learning)',
+                         description='Rank the unlabelled items of a pool with a model and write the N most worth labelling as a CSV '
+                                     '(item, rank, score, strategy, patient, p_<class> per class or task, decision).'),_defaults(select_items)
+    p.add_argument('--model', type=Path, required=True, help='a model folder (model.safetensors + config.json)')
+    p.add_argument('--pool', nargs='+', required=True, help='image files, a folder of them, or a CSV with a file column (rows whose label is '
+                   'filled count as labelled); for an MRNet model, exam folders, a folder of them, or an MRNet folder (see --split)')
+    _opt(p, d, 'n', type=int, help='items (studies) to choose (default: %(default)s)')
+    _opt(p, d, 'strategy', choices=STRATEGIES, help='random (the baseline), entropy, margin, least_confidence, bald (Monte-Carlo dropout), '
+         'coreset (k-center greedy on the features), hybrid (uncertainty-weighted k-means) (default: %(default)s)')
+    p.add_argument('--out', type=Path, required=True, help='the CSV to write')
+    _opt(p, d, 'labelled', help='CSV of the items already labelled (its item, file, path or id column, else its first)')
+    _opt(p, d, 'fn_col', help="the pool CSV's file (exam folder) column (default: file, path or fn)")
+    _opt(p, d, 'label_col', help="the pool CSV's label column(s), comma-separated (default: the model's)")
+    _opt(p, d, 'patient_col', help="the pool CSV's patient column: labelled and chosen patients count against diversity (default: patient_id if present)")
+    _opt(p, d, 'study_col', help="the pool CSV's study column: choose studies, their images' outputs averaged")
+    _opt(p, d, 'split', help="an MRNet folder's split (default: train)")
+    _opt(p, d, 'T', '--passes', type=positive_int, help='bald: Monte-Carlo dropout passes (default: %(default)s)')
+    _opt(p, d, 'p', '--dropout', type=number_in(float, 0, 1, hi_open=True),
+         help='bald: dropout rate before the head of a model trained without dropout (default: %(default)s)')
+    _opt(p, d, 'beta', type=positive_int, help='hybrid: uncertain candidates kept per item chosen (default: %(default)s)')
+    _shared(p, d, 'seed', 'device')
+    p.set_defaults(func=_select)
+
+_SUBCOMMANDS.append(_add_select)
