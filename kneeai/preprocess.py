@@ -20,11 +20,12 @@ from fastprogress import progress_bar
 from fastai.vision.core import TensorImage
 from fasttransform import DisplayedTransform
 from .dicom import dcm2float, dicom_files
+from .deid import FolderJob, JOURNAL_NAME, file_sha256, _trusted
 
 # %% auto #0
-__all__ = ['WORK_SIZE', 'MIN_SIDE', 'MAX_SIDE', 'KNEE_SCALE', 'MANIFEST_COLUMNS', 'IMAGE_BITS', 'OUTPUT_FORMATS', 'JOURNAL_NAME',
-           'working_image', 'exposed_field', 'body_mask', 'percentile_norm', 'clean_background', 'kornia_clahe_args',
-           'clahe', 'clahe_batch', 'CLAHE', 'knee_geometry', 'knee_box', 'crop_box', 'box_iou', 'box_contains',
+__all__ = ['WORK_SIZE', 'MIN_SIDE', 'MAX_SIDE', 'KNEE_SCALE', 'MANIFEST_COLUMNS', 'IMAGE_BITS', 'OUTPUT_FORMATS', 'working_image',
+           'exposed_field', 'body_mask', 'percentile_norm', 'clean_background', 'kornia_clahe_args', 'clahe',
+           'clahe_batch', 'CLAHE', 'knee_geometry', 'knee_box', 'crop_box', 'box_iou', 'box_contains',
            'knee_box_scores', 'preprocess_radiograph', 'output_name', 'save_image', 'image01', 'load_image',
            'preprocess_folder']
 
@@ -400,16 +401,8 @@ def load_image(fn, # A gray image file: `.npy`, or anything PIL opens (PNG, TIFF
     except Exception as e: raise DataError(fn, f'not a readable image ({type(e).__name__}: {e})') from None
     return image01(a, fn, bits)
 
-# %% ../nbs/02_preprocess.ipynb #c769c925
+# %% ../nbs/02_preprocess.ipynb #3316176b
 OUTPUT_FORMATS = ('png', 'npy') # What `preprocess_folder` writes: 16-bit PNG or uint16 .npy
-JOURNAL_NAME = '.manifest.jsonl' # Rows of a run still going (or interrupted), one JSON object a line; removed when manifest.csv is written
-
-def _sha256(fn) -> str:
-    "SHA-256 of a file's bytes, as hex"
-    h = hashlib.sha256()
-    with open(fn, 'rb') as f:
-        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
-    return h.hexdigest()
 
 def _prep_one(fn, src, dest, fmt, kw):
     "Preprocess one file for `preprocess_folder`: its manifest row"
@@ -420,38 +413,15 @@ def _prep_one(fn, src, dest, fmt, kw):
         x,st = _prep(a, **kw)
         save_image(x, dest/out)
         row.update(output=str(out), status='ok', rows=a.shape[0], cols=a.shape[1],
-                   **dict(zip(['box_x0', 'box_y0', 'box_x1', 'box_y1'], map(int, st['box']))), sha256=_sha256(dest/out))
+                   **dict(zip(['box_x0', 'box_y0', 'box_x1', 'box_y1'], map(int, st['box']))), sha256=file_sha256(dest/out))
     except KneeaiError as e: row['reason'] = e.reason
     except MemoryError: row['reason'] = 'not enough memory'
     except Exception as e: row['reason'] = f'{type(e).__name__}: {e}'
     return row
 
 def _settings(dest, kw, fmt, overwrite):
-    "Check the settings of an earlier run in `dest` against these (and record these)"
-    fn,cur = dest/'preprocess.json',dict(kw, fmt=fmt)
-    if fn.exists() and not overwrite:
-        try: old = json.loads(fn.read_text())
-        except ValueError: old = None
-        if old is not None and old != cur:
-            raise DataError(dest, f'was preprocessed with other settings ({old}, now {cur})',
-                            hint='choose a new destination, or pass overwrite=True to redo every file')
-    with atomic_write(fn, 'w') as f: json.dump(cur, f, indent=1)
-
-def _earlier_rows(dest) -> dict:
-    "source -> manifest row of the runs before in `dest`: manifest.csv, then the journal of an interrupted run (later rows win)"
-    rows = {}
-    try: rows.update((r['source'], r) for r in pd.read_csv(dest/'manifest.csv', dtype={'source': str, 'sha256': str}).to_dict('records'))
-    except (OSError, ValueError, KeyError, pd.errors.ParserError): pass # no manifest, or one that cannot be read: nothing is trusted
-    if (dest/JOURNAL_NAME).exists():
-        for line in (dest/JOURNAL_NAME).read_text(errors='replace').splitlines():
-            try: r = json.loads(line); rows[r['source']] = r
-            except (ValueError, KeyError, TypeError): pass # the line being written when the run was killed
-    return rows
-
-def _trusted(row:dict, fn:Path) -> bool:
-    "Whether output `fn` is the file an earlier run recorded in `row` (done, and the same SHA-256)"
-    sha = row.get('sha256')
-    return row.get('status') in ('ok', 'skipped') and isinstance(sha, str) and fn.is_file() and _sha256(fn) == sha
+    "Check the settings of an earlier run in `dest` against these (and record these in `dest/preprocess.json`)"
+    FolderJob(dest, []).settings('preprocess.json', dict(kw, fmt=fmt), overwrite)
 
 def _prep_rows(todo, n_workers:int, progress:bool, **kwargs):
     "The manifest rows of the files `todo`, in order, as they are done: in worker processes that end with this one (0: here)"
@@ -469,8 +439,9 @@ def preprocess_folder(src, # Folder of DICOM files (searched recursively; never 
                       clean:bool=True, # Remove collimation, markers and text outside the body
                       clip_limit:float|None=.01, # CLAHE clip limit (None: no CLAHE)
                       overwrite:bool=False, # Redo files whose output exists (and allow other settings than last time)
+                      shard:str|tuple|None=None, # `'I/N'`: only the files of shard I of N (`shard_of`), for N jobs into one `dest`
                      ) -> pd.DataFrame:
-    "Preprocess every DICOM file under `src` into `dest` in parallel; returns the manifest (also `dest/manifest.csv`)"
+    "Preprocess every DICOM file under `src` into `dest` in parallel; returns the manifest (also `dest/manifest.csv`, or the shard's)"
     src,dest = Path(src),Path(dest)
     if not src.is_dir(): raise DataError(src, 'is not a folder', hint='pass the folder that holds the DICOM files')
     if fmt not in OUTPUT_FORMATS: raise DataError(None, f"format must be 'png' or 'npy', not {fmt!r}")
@@ -479,25 +450,21 @@ def preprocess_folder(src, # Folder of DICOM files (searched recursively; never 
     if dest.exists() and not dest.is_dir(): raise DataError(dest, 'exists and is not a folder')
     if dest.resolve() == src.resolve() or src.resolve() in dest.resolve().parents:
         raise DataError(dest, f'is inside the source folder {src}', hint='sources are never modified: choose a destination outside it')
-    kw = dict(size=int(size), crop=bool(crop), clean=bool(clean), clip_limit=clip_limit)
-    fns = dicom_files(src)
+    kw,job = dict(size=int(size), crop=bool(crop), clean=bool(clean), clip_limit=clip_limit),FolderJob(dest, MANIFEST_COLUMNS, shard)
+    fns = [fn for fn in dicom_files(src) if job.mine(fn.relative_to(src))]
     dest.mkdir(parents=True, exist_ok=True)
     _settings(dest, kw, fmt, overwrite)
-    before = {} if overwrite else _earlier_rows(dest)
+    before = {} if overwrite else job.earlier()
     todo,rows = [],{}
     for fn in fns:
         rel = str(fn.relative_to(src)); out = output_name(Path(rel), fmt)
         if _trusted(before.get(rel, {}), dest/out): rows[rel] = {**before[rel], 'output': str(out), 'status': 'skipped', 'reason': ''}
         else: todo.append(fn) # not done, failed, or an output that is not what was recorded (e.g. truncated): (re)done
     if n_workers is None: n_workers = min(defaults.cpus, len(todo)) if len(todo) > 1 else 0
-    with open(dest/JOURNAL_NAME, 'a') as journal, warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        for r in _prep_rows(todo, n_workers, progress, src=src, dest=dest, fmt=fmt, kw=kw):
-            rows[r['source']] = r
-            journal.write(json.dumps(r) + '\n'); journal.flush() # an interrupted run resumes from here
+        for r in job.journaled(_prep_rows(todo, n_workers, progress, src=src, dest=dest, fmt=fmt, kw=kw)): rows[r['source']] = r
     df = pd.DataFrame([rows[str(fn.relative_to(src))] for fn in fns], columns=MANIFEST_COLUMNS)
     for c in _INT_COLUMNS: df[c] = df[c].astype('Int64')
     df['reason'] = df['reason'].fillna('')
-    with atomic_write(dest/'manifest.csv', 'w') as f: df.to_csv(f, index=False)
-    (dest/JOURNAL_NAME).unlink()
-    return df
+    return job.finish(df)

@@ -5,10 +5,11 @@ import pytest
 from kneeai.cli import kneeai_parser, _parse, MAX_UPLOAD_MB
 from kneeai.synthetic import synth_mrnet
 from kneeai.synthetic_radiographs import synth_radiographs, synth_mura
-from kneeai.deid import dicom_meta, deidentify
+from kneeai.deid import dicom_meta, deidentify, deidentify_folder, merge_manifests
 from kneeai.preprocess import preprocess_folder
 from kneeai.train import train_mrnet
 from kneeai.radiograph_train import train_radiographs
+from kneeai.multiview import train_multiview
 from kneeai.learner import Predictor
 from kneeai.demo import mrnet_demo
 from kneeai.interpret import explain, CAM_METHODS
@@ -23,10 +24,11 @@ COMMANDS = {
     'synth radiographs': (['D'], [synth_radiographs], set()),
     'synth mura': (['D'], [synth_mura], set()),
     'dicom-meta': (['f.dcm'], [dicom_meta], {'out', 'quiet'}),  # the command shows a progress bar unless --quiet
-    'deidentify': (['a', 'b'], [deidentify], set()),
+    'deidentify': (['a', 'b'], [deidentify, deidentify_folder], set()),
+    'manifest merge': (['D'], [merge_manifests], set()),
     'preprocess': (['a', 'b'], [preprocess_folder], set()),
     'train mrnet': (['--data', 'D', '--out', 'O'], [train_mrnet], {'track'}),  # --track wraps the recipe in kneeai.tracking.tracked
-    'train radiographs': (['--data', 'l.csv', '--out', 'O'], [train_radiographs], {'track'}),
+    'train radiographs': (['--data', 'l.csv', '--out', 'O'], [train_radiographs, train_multiview], {'track', 'study_col'}),  # --study-col: train_multiview
     'predict': (['--model', 'M', 'e'], [Predictor.load, Predictor.predict_split], {'model', 'exams', 'data', 'csv'}),
     'demo': ([], [mrnet_demo], set()),
     'explain': (['--model', 'M', 'e', '--out', 'O'], [explain], set()),
