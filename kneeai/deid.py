@@ -6,9 +6,9 @@ Docs: https://kneeai.github.io/kneeai/deid.html.md"""
 
 # %% ../nbs/01b_deid.ipynb #50198b17
 from __future__ import annotations
-import os, re, hmac, hashlib, secrets, datetime, functools, copy
+import os, re, json, hmac, hashlib, secrets, datetime, functools, copy
 from importlib.resources import files as _pkg_files
-from pathlib import Path
+from pathlib import Path, PurePath
 import pandas as pd
 import pydicom
 from pydicom.dataset import Dataset
@@ -19,13 +19,14 @@ from pydicom.sr.codedict import codes
 from fastcore.basics import defaults
 from fastcore.meta import delegates
 from fastcore.parallel import parallel
-from .core import DicomError, atomic_write, kneeai_home
+from .core import DicomError, DataError, atomic_write, kneeai_home
 from .dicom import read_dicom, dicom_files, dcm2float, _src_name
 
 # %% auto #0
-__all__ = ['ANNEX_E_FILE', 'OPTIONS', 'PHI_TAGS', 'annex_e', 'profile_actions', 'deid_key_file', 'deid_key', 'pseudo_uid',
-           'pseudo_id', 'deidentify_dataset', 'dicom_tags', 'dicom_meta', 'deidentify', 'deidentify_folder',
-           'annex_e_dataset']
+__all__ = ['ANNEX_E_FILE', 'OPTIONS', 'PHI_TAGS', 'JOURNAL_NAME', 'DEID_COLUMNS', 'annex_e', 'profile_actions', 'deid_key_file',
+           'deid_key', 'pseudo_uid', 'pseudo_id', 'deidentify_dataset', 'dicom_tags', 'dicom_meta', 'deidentify',
+           'parse_shard', 'shard_of', 'file_sha256', 'missing_shards', 'merge_manifests', 'FolderJob', 'manifest_note',
+           'pseudo_path', 'deidentify_folder', 'annex_e_dataset']
 
 # %% ../nbs/01b_deid.ipynb #3ae22fb1
 ANNEX_E_FILE = Path(str(_pkg_files('kneeai')/'data'/'ps3.15_table_e.1-1.csv')) # DICOM PS3.15 Table E.1-1, as data
@@ -399,25 +400,190 @@ def deidentify(fn, # The DICOM file to copy (never modified)
     except Exception as e: raise DicomError(name, f'cannot write a de-identified copy ({type(e).__name__}: {e})') from None
     return dest
 
-# %% ../nbs/01b_deid.ipynb #9f690ac5
+# %% ../nbs/01b_deid.ipynb #472d506f
+def parse_shard(shard, # `'I/N'` (shard I of N, from 0), `(I, N)`, or None (all files)
+               ) -> tuple|None:
+    "`shard` as `(I, N)`, checked: `N >= 1` and `0 <= I < N`"
+    if shard is None: return None
+    try:
+        i,n = shard.split('/') if isinstance(shard, str) else shard
+        i,n = int(i),int(n)
+    except (TypeError, ValueError): raise DataError(None, f'{shard!r} is not a shard I/N, such as 0/3 (shard 0 of 3)') from None
+    if n < 1: raise DataError(None, f'shard {i}/{n}: the number of shards N must be at least 1')
+    if not 0 <= i < n: raise DataError(None, f'shard {i}/{n}: I must be from 0 to {n-1} (shards are numbered from 0)')
+    return i,n
+
+# %% ../nbs/01b_deid.ipynb #2b466231
+def shard_of(rel, # A source's path relative to the source folder
+             n:int, # Number of shards
+            ) -> int:
+    "The shard of `n` that `rel` belongs to: the SHA-256 of its POSIX path, modulo `n`"
+    return int.from_bytes(hashlib.sha256(PurePath(rel).as_posix().encode()).digest()[:8], 'big') % n
+
+# %% ../nbs/01b_deid.ipynb #fe3df9ae
+def file_sha256(fn) -> str:
+    "SHA-256 of a file's bytes, as hex"
+    h = hashlib.sha256()
+    with open(fn, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    return h.hexdigest()
+
+JOURNAL_NAME = '.manifest.jsonl' # Rows of a run still going (or interrupted), one JSON object a line; removed when its manifest is written
+_SHARD_RE = re.compile(r'manifest\.shard-(\d+)-of-(\d+)\.csv')
+
+def _shard_files(dest:Path, shard) -> tuple[Path, Path]:
+    "The manifest and the journal of `shard` (None: of an unsharded run) in `dest`"
+    tag = '' if shard is None else f'.shard-{shard[0]}-of-{shard[1]}'
+    return dest/f'manifest{tag}.csv', dest/f'.manifest{tag}.jsonl'
+
+def _in_order(df:pd.DataFrame) -> pd.DataFrame:
+    "The rows of a manifest in the order of their first column, read as a path"
+    keys = [PurePath(str(v)).parts for v in df.iloc[:, 0]]
+    return df.iloc[sorted(range(len(df)), key=keys.__getitem__)].reset_index(drop=True)
+
+# %% ../nbs/01b_deid.ipynb #9843721d
+def missing_shards(dest, # The destination folder of a sharded job
+                   n:int, # Number of shards
+                  ) -> list:
+    "The shards of `n` whose manifest is not (yet) in `dest`"
+    return [i for i in range(n) if not _shard_files(Path(dest), (i, n))[0].exists()]
+
+def merge_manifests(dest, # The destination folder of a sharded job
+                    n:int|None=None, # Number of shards (default: the only number the shard manifests in `dest` were made with)
+                   ) -> pd.DataFrame:
+    "Merge the shard manifests in `dest` into `dest/manifest.csv`, as an unsharded run writes it; a `DataError` naming the shards not done"
+    dest = Path(dest)
+    if not dest.is_dir(): raise DataError(dest, 'is not a folder')
+    found = sorted({int(m[2]) for f in dest.iterdir() if (m := _SHARD_RE.fullmatch(f.name))})
+    if not found: raise DataError(dest, 'holds no shard manifests (manifest.shard-I-of-N.csv)', hint='run the shards first (--shard I/N)')
+    if n is None and len(found) > 1:
+        raise DataError(dest, f"holds shard manifests of {' and of '.join(map(str, found))} shards", hint='say which (--shards N)')
+    n = found[0] if n is None else n
+    if missing := missing_shards(dest, n):
+        started = [i for i in missing if _shard_files(dest, (i, n))[1].exists()]
+        raise DataError(dest, f"{len(missing)} of {n} shards not done: {', '.join(f'{i}/{n}' + (' (started: running or interrupted)' if i in started else '') for i in missing)}",
+                        hint='run them (a rerun resumes), then merge again')
+    parts = [pd.read_csv(_shard_files(dest, (i, n))[0], dtype=str, keep_default_na=False) for i in range(n)]
+    if len({tuple(p.columns) for p in parts}) > 1: raise DataError(dest, f'the manifests of the {n} shards have different columns')
+    df = _in_order(pd.concat(parts, ignore_index=True))
+    if (dup := df.iloc[:, 0].duplicated()).any(): raise DataError(dest, f'{df.iloc[:, 0][dup].iloc[0]} is in more than one shard manifest')
+    with atomic_write(dest/'manifest.csv', 'w') as f: df.to_csv(f, index=False)
+    return df
+
+# %% ../nbs/01b_deid.ipynb #80b19527
+def _trusted(row:dict, fn:Path) -> bool:
+    "Whether output `fn` is the file an earlier run recorded in `row` (done, and the same SHA-256)"
+    sha = row.get('sha256')
+    return row.get('status') in ('ok', 'skipped') and isinstance(sha, str) and fn.is_file() and file_sha256(fn) == sha
+
+class FolderJob:
+    "The books of a resumable job writing one output per source file into `dest`: shard, earlier rows, journal, manifest"
+    def __init__(self, dest, # The output folder
+                 columns:list, # The manifest's columns; the first names the source, the manifest's order
+                 shard=None, # `'I/N'` or `(I, N)`: only the sources of shard I of N (`shard_of`); None: all
+                ):
+        self.dest,self.columns,self.shard = Path(dest),list(columns),parse_shard(shard)
+        self.manifest,self.journal = _shard_files(self.dest, self.shard)
+
+    def mine(self, rel) -> bool:
+        "Whether the source at `rel` (relative to the source folder) is this job's"
+        return self.shard is None or shard_of(rel, self.shard[1]) == self.shard[0]
+
+    def settings(self, name:str, cur:dict, overwrite:bool=False):
+        "Refuse settings other than those of an earlier run recorded in `dest/name` (unless `overwrite`); record `cur`"
+        fn = self.dest/name
+        if fn.exists() and not overwrite:
+            try: old = json.loads(fn.read_text())
+            except ValueError: old = None
+            if old is not None and old != cur:
+                raise DataError(self.dest, f'was written with other settings ({old}, now {cur})',
+                                hint='choose a new destination, or redo every file (overwrite)')
+        with atomic_write(fn, 'w') as f: json.dump(cur, f, indent=1)
+
+    def earlier(self) -> dict:
+        "Source -> row of the runs before: manifest.csv, the shards' manifests, then journals of interrupted runs (later rows win)"
+        key,rows = self.columns[0],{}
+        mtime = lambda f: f.stat().st_mtime_ns
+        for fn in [self.dest/'manifest.csv', *sorted(self.dest.glob('manifest.shard-*-of-*.csv'), key=mtime)]:
+            try: rows.update((str(r[key]), r) for r in pd.read_csv(fn, dtype={key: str, 'output': str, 'sha256': str}).to_dict('records'))
+            except (OSError, ValueError, KeyError, pd.errors.ParserError): pass # none, or one that cannot be read: nothing is trusted
+        for fn in sorted(self.dest.glob('.manifest*.jsonl'), key=mtime):
+            for line in fn.read_text(errors='replace').splitlines():
+                try: r = json.loads(line); rows[str(r[key])] = r
+                except (ValueError, KeyError, TypeError): pass # the line being written when the run was killed
+        return rows
+
+    def journaled(self, rows):
+        "`rows` as they come, each first written to the journal: an interrupted run resumes after it"
+        with open(self.journal, 'a') as f:
+            for r in rows:
+                f.write(json.dumps(r) + '\n'); f.flush()
+                yield r
+
+    def finish(self, df:pd.DataFrame) -> pd.DataFrame:
+        "Write `df` as the manifest (in order), remove the journal, and merge the shards if this one was the last"
+        df = _in_order(df[self.columns])
+        with atomic_write(self.manifest, 'w') as f: df.to_csv(f, index=False)
+        self.journal.unlink(missing_ok=True)
+        if self.shard is not None and not missing_shards(self.dest, self.shard[1]): merge_manifests(self.dest, self.shard[1])
+        return df
+
+# %% ../nbs/01b_deid.ipynb #9dcccf46
+def manifest_note(dest, # The destination folder of a folder job
+                  shard=None, # The job's shard (`'I/N'` or `(I, N)`), or None
+                 ) -> str:
+    "Where a folder job's manifest is, and for a shard whether the others are done (merged into manifest.csv)"
+    dest,shard = Path(dest),parse_shard(shard)
+    if shard is None: return f"manifest: {dest/'manifest.csv'}"
+    mine,left = _shard_files(dest, shard)[0],missing_shards(dest, shard[1])
+    if not left: return f"manifest: {mine}; every shard done, merged: {dest/'manifest.csv'}"
+    return f"manifest: {mine}; shards not done yet: {', '.join(f'{i}/{shard[1]}' for i in left)} (the last one merges them)"
+
+# %% ../nbs/01b_deid.ipynb #d2f1ea1b
+DEID_COLUMNS = ['source_id', 'output', 'status', 'reason', 'sha256'] # The columns of `deidentify_folder`'s manifest
+
+def pseudo_path(rel, # A source's path relative to the source folder
+                key:str|bytes|os.PathLike|None=None, # As in `deid_key`
+               ) -> str:
+    "The keyed pseudonym of a source path that names it in `deidentify_folder`'s manifest"
+    return _mac(deid_key(key), 'path', PurePath(rel).as_posix()).hex()[:32]
+
+def _deid_one(fn:Path, root:Path, dest:Path, kwargs:dict) -> dict:
+    "De-identify one file for `deidentify_folder`: its manifest row"
+    row = dict(source_id=pseudo_path(fn.relative_to(root), kwargs['key']), output='', status='failed', reason='', sha256='')
+    try:
+        out = deidentify(fn, dest, **kwargs)
+        row.update(output=str(out.relative_to(dest)), status='ok', sha256=file_sha256(out))
+    except DicomError as e: row.update(status='refused' if e.reason.startswith(_BURNED) else 'failed', reason=e.reason)
+    return row
+
+# %% ../nbs/01b_deid.ipynb #4ea2d06f
 @delegates(deidentify)
 def deidentify_folder(src, # A folder of DICOM files (searched recursively), or one file
-                      dest, # The folder to write the copies to, under pseudonymous paths
+                      dest, # The folder to write the copies to, under pseudonymous paths, and the manifest
                       progress:bool=False, # Show a progress bar
+                      shard:str|tuple|None=None, # `'I/N'`: only the files of shard I of N (`shard_of`), for N jobs into one `dest`
                       **kwargs) -> pd.DataFrame:
-    "De-identified copies of every DICOM file under `src` in `dest`; a manifest: source, output, status, reason"
-    dest = Path(dest); _check_key_apart(kwargs.get('key'), dest)
-    kwargs['key'] = deid_key(kwargs.get('key'))
+    "De-identified copies of every DICOM file under `src` in `dest`, resumably; a table: the source and its manifest row"
+    src,dest = Path(src),Path(dest); _check_kwargs('deidentify_folder', kwargs); _check_key_apart(kwargs.get('key'), dest)
+    key = kwargs['key'] = deid_key(kwargs.get('key'))
+    root,job = (src if src.is_dir() else src.parent),FolderJob(dest, DEID_COLUMNS, shard)
+    fns = [fn for fn in dicom_files(src) if job.mine(fn.relative_to(root))]
+    sids = [pseudo_path(fn.relative_to(root), key) for fn in fns]
     dest.mkdir(parents=True, exist_ok=True)
-    fns,rows = dicom_files(src),[]
+    job.settings('deidentify.json', dict(options=sorted(o for o in OPTIONS if kwargs.get(o)), keep=sorted(kwargs.get('keep') or ()),
+                                         key=_mac(key, 'fingerprint', '').hex()[:16]))
+    before,rows,todo = job.earlier(),{},[]
+    for fn,sid in zip(fns, sids):
+        r = before.get(sid, {})
+        if isinstance(r.get('output'), str) and _trusted(r, dest/r['output']): rows[sid] = {**r, 'status': 'skipped', 'reason': ''}
+        else: todo.append(fn) # not done, refused, failed, or a copy that is not the one recorded: (re)done
     if progress:
         from fastprogress.fastprogress import progress_bar
-        fns = progress_bar(fns)
-    for fn in fns:
-        try: rows.append(dict(source=str(fn), output=str(deidentify(fn, dest, **kwargs).relative_to(dest)), status='ok', reason=None))
-        except DicomError as e:
-            rows.append(dict(source=str(fn), output=None, status='refused' if e.reason.startswith(_BURNED) else 'failed', reason=e.reason))
-    return pd.DataFrame(rows, columns=['source', 'output', 'status', 'reason'])
+        todo = progress_bar(todo)
+    for r in job.journaled(_deid_one(fn, root, dest, kwargs) for fn in todo): rows[r['source_id']] = r
+    df = job.finish(pd.DataFrame([rows[s] for s in sids], columns=DEID_COLUMNS).fillna(''))
+    return pd.DataFrame([dict(source=str(fn), **rows[s]) for fn,s in zip(fns, sids)], columns=['source', *DEID_COLUMNS]).fillna('')
 
 # %% ../nbs/01b_deid.ipynb #2060ec56
 def _plant(tag:int, vr:str, i:int):
