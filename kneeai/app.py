@@ -17,7 +17,7 @@ from .volumes import load_volume
 from .radiographs import load_radiograph, RADIOGRAPH_TASKS
 from .deid import dicom_tags
 from .learner import Predictor, CONFIG_NAME
-from .serve import study_volumes, _zip_is_study
+from .serve import exam_volumes, study_volumes, _zip_is_study
 from .interpret import exam_cams, image_cam, overlay, CAM_METHODS
 from .cli import MAX_UPLOAD_MB, add_app_options
 
@@ -74,70 +74,16 @@ def split_uploads(files # `(name, bytes)` pairs, from `upload_items`
     if exam and imgs: raise DataError(', '.join(n for n,_ in files), 'an MRNet exam and images were uploaded together', hint='upload one or the other')
     return exam, imgs
 
-# %% ../nbs/14_app.ipynb #322d6a70
-def _hidden(member:str) -> bool: return member.startswith('__MACOSX/') or Path(member).name.startswith('.')
-
-def _unzip(name, data, max_bytes):
-    "`(name, member path, bytes)` of the `.npy` members of the zip `data`, refusing more than `max_bytes` unpacked"
-    try: zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError) as e: raise DataError(name, f'not a readable zip file ({e})') from None
-    with zf:
-        members = [m for m in zf.infolist() if not m.is_dir() and m.filename.lower().endswith('.npy') and not _hidden(m.filename)]
-        if not members: raise DataError(name, 'the zip holds no .npy volume', hint=_EXAM_HINT)
-        declared = sum(m.file_size for m in members)
-        if declared > max_bytes:
-            raise DataError(name, f'the zip unpacks to {declared/2**20:.1f} MB, more than the limit of {max_bytes/2**20:g} MB', hint=_EXAM_HINT)
-        res,left = [],max_bytes
-        for m in members:
-            try:
-                with zf.open(m) as f: b = f.read(min(m.file_size, left) + 1)
-            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError, zlib.error) as e:
-                raise DataError(f'{name}/{m.filename}', f'cannot be unpacked ({e})') from None
-            if len(b) > m.file_size: raise DataError(f'{name}/{m.filename}', 'unpacks to more than the zip says it holds')
-            left -= len(b)
-            res.append((f'{name}/{m.filename}', m.filename, b))
-    return res
-
-def _plane_of(name, key, planes=PLANES):
-    "The one plane named in `key` (a file name or a zip member's path)"
-    hits = [p for p in planes if p in key.lower()]
-    if len(hits) != 1:
-        raise VolumeError(name, 'its name does not say which plane it is' if not hits else f'its name names several planes ({", ".join(hits)})',
-                          hint=_EXAM_HINT)
-    return hits[0]
-
 # %% ../nbs/14_app.ipynb #5212b837
 def read_exam(files, # Three `.npy` volumes named after their planes, or one `.zip` holding them or a DICOM MR study (see `upload_items`)
               planes=PLANES, # The planes to read (the model's); other planes' files are ignored
               max_mb:float=MAX_UPLOAD_MB, # Limit of what the files hold together, zips unpacked, in MiB
              ) -> dict: # plane -> `uint8` volume `(slices, height, width)`
-    "The volumes of one MRNet exam from uploaded files, each read and checked by `load_volume` (never unpickled)"
+    "The volumes of one MRNet exam from uploaded files, read as `kneeai serve` reads them (`exam_volumes`, `study_volumes`)"
     files = upload_items(files)
     check_upload_size(files, max_mb)
-    if len(files) == 1 and file_kind(files[0][1]) == 'zip' and _zip_is_study(files[0][1]): # a DICOM MR study, see kneeai.mri
-        return study_volumes(files, planes, int(max_mb * 2**20))
-    items = []
-    for name,data in files:
-        kind = file_kind(data)
-        if kind == 'zip': items += _unzip(name, data, max_mb * 2**20)
-        elif kind == 'npy': items.append((name, name, data))
-        else: raise DataError(name, f'not an .npy volume or a zip of them ({kind or "unknown"} file)', hint=_EXAM_HINT)
-    check_upload_size([(n, d) for n,_,d in items], max_mb)
-    found = {}
-    for name,key,data in items:
-        p = _plane_of(name, key)
-        if p in found: raise VolumeError(f'{found[p][0]}, {name}', f'two {p} volumes: upload one exam at a time', hint=_EXAM_HINT)
-        found[p] = (name, data)
-    missing = [p for p in planes if p not in found]
-    if missing: raise VolumeError(', '.join(n for n,_ in found.values()) or None, f'no {" and no ".join(missing)} volume', hint=_EXAM_HINT)
-    vols = {}
-    with tempfile.TemporaryDirectory() as d:
-        for p in planes:
-            name,data = found[p]
-            (fn := Path(d)/f'{p}.npy').write_bytes(data)
-            try: vols[p] = load_volume(fn)
-            except VolumeError as e: raise VolumeError(name, e.reason, e.hint) from None
-    return vols
+    study = len(files) == 1 and file_kind(files[0][1]) == 'zip' and _zip_is_study(files[0][1])  # a DICOM MR study, see kneeai.mri
+    return (study_volumes if study else exam_volumes)(files, planes, int(max_mb * 2**20))
 
 # %% ../nbs/14_app.ipynb #708c2d6e
 def load_app_model(path, # A model folder (`model.safetensors` + `config.json`), or a fastai `export.pkl`

@@ -175,10 +175,14 @@ def _npy_dtype(descr:str, name) -> np.dtype:
     raise DataError(name, f'has dtype {descr!r}: kneeai reads .npy files of numbers or booleans only', hint=_NPY_SAVE)
 
 # %% ../nbs/00_core.ipynb #1f91d0f5
-def npy_header(f, # An open binary `.npy` file (at its start), or a file's bytes
+def npy_header(f, # A `.npy` file: its path, its bytes, or the file open in binary mode at its start
                name=None, # The name in errors (default: the file's)
               ) -> tuple: # (shape, dtype, fortran_order, offset of the data)
     "The header of a `.npy` file, parsed without evaluating anything; a `DataError` for anything `np.save` would not write"
+    if isinstance(f, (str, os.PathLike)):
+        try:
+            with open(f, 'rb') as fh: return npy_header(fh, f if name is None else name)
+        except OSError as e: raise DataError(f if name is None else name, f'cannot be read ({e.strerror or e})') from None
     raw = isinstance(f, (bytes, bytearray, memoryview))
     name = name if name is not None else '<bytes>' if raw else getattr(f, 'name', f)
     read = (lambda a,b: bytes(f[a:b])) if raw else (lambda a,b: f.read(b - a))

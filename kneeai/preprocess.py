@@ -8,7 +8,7 @@ Docs: https://kneeai.github.io/kneeai/preprocess.html.md"""
 from __future__ import annotations
 import os, json, hashlib, warnings
 from pathlib import Path
-from .core import KneeaiError, DicomError, DataError, atomic_write, die_with_parent # first: it imports fastai quietly
+from .core import KneeaiError, DicomError, DataError, atomic_write, die_with_parent, read_npy # first: it imports fastai quietly
 import numpy as np, pandas as pd, torch, kornia
 from PIL import Image
 from scipy import ndimage as ndi
@@ -394,10 +394,9 @@ def load_image(fn, # A gray image file: `.npy`, or anything PIL opens (PNG, TIFF
     "An image file (such as `save_image` writes) as float32 in [0, 1], scaled as `image01` says"
     fn = Path(fn)
     if not fn.is_file(): raise DataError(fn, 'no such file' if not fn.exists() else 'not a file')
+    if fn.suffix.lower() == '.npy': return image01(read_npy(fn), fn, bits)  # kneeai's own reader: never unpickled, its errors name the file
     try:
-        if fn.suffix.lower() == '.npy': a = np.load(fn, allow_pickle=False)
-        else:
-            with Image.open(fn) as im: a = np.asarray(im)
+        with Image.open(fn) as im: a = np.asarray(im)
     except Exception as e: raise DataError(fn, f'not a readable image ({type(e).__name__}: {e})') from None
     return image01(a, fn, bits)
 

@@ -18,7 +18,7 @@ from fastai.callback.all import *
 from fastai.vision.core import TensorImageBW
 from fastai.vision.data import *
 from fastai.data.transforms import Normalize
-from .core import PLANES, DataError, ModelError, atomic_write
+from .core import PLANES, DataError, ModelError, atomic_write, npy_header, read_npy
 from .volumes import MRNET_MEAN, MRNET_STD, NormalizeVolume
 from .radiographs import RadiographBlock, GRAY_STATS
 from .models import create_backbone, body_file, save_weights, BODY_KIND, RadiographNet, radiograph_splitter
@@ -322,8 +322,8 @@ class SliceOpen(Transform):
     def __init__(self, refs:list, size:int|None=None): self.refs,self.size = refs,size
     def encodes(self, i:int):
         fn,k = self.refs[i]
-        try: a = np.load(fn, mmap_mode='r', allow_pickle=False)[k]
-        except (OSError, ValueError, IndexError) as e: raise DataError(fn, f'cannot read slice {k} ({e})') from None
+        try: a = read_npy(fn, mmap=True)[k]  # a DataError names the file and what is wrong with it
+        except IndexError as e: raise DataError(fn, f'cannot read slice {k} ({e})') from None
         x = torch.from_numpy(np.asarray(a, dtype=np.float32)/255.)[None]
         if self.size and x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x[None], size=(self.size, self.size), mode='bilinear', antialias=True)[0].clamp(0, 1)
@@ -343,8 +343,8 @@ def mrnet_slice_dls(path, # An MRNet folder (`<split>/<plane>/<id>.npy`)
     for p in planes:
         fns = sorted((Path(path)/split/p).glob('*.npy'))
         for fn in fns:
-            try: n = np.load(fn, mmap_mode='r', allow_pickle=False).shape[0]
-            except (OSError, ValueError) as e: raise DataError(fn, f'not a readable volume ({e})') from None
+            try: n = npy_header(fn)[0][0]  # the header alone; a DataError names the file and what is wrong with it
+            except IndexError: raise DataError(fn, 'not a readable volume (a 0-D array)') from None
             refs += [(str(fn), k) for k in range(0, n, every)]
     if not refs: raise DataError(Path(path)/split, f'no volumes of the planes {list(planes)} here', hint='point to an MRNet folder')
     dblock = DataBlock(blocks=(TransformBlock(type_tfms=SliceOpen(refs, size)),), splitter=RandomSplitter(valid_pct, seed=seed),

@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # kornia and fastai call torch.jit.script on im
     from fastai.vision.core import TensorImage
     from fastai.vision.augment import aug_transforms
     from fastai.torch_core import show_image
-from .core import SCHATZKER, KneeaiError, DataError, get_device
+from .core import SCHATZKER, KneeaiError, DataError, get_device, read_npy
 from .dicom import dcm2float
 from .volumes import ConfigDataLoaders
 from .preprocess import MIN_SIDE, image01, preprocess_radiograph, percentile_norm, clahe_batch, CLAHE, _resize
@@ -90,8 +90,8 @@ class TensorRadiograph(TensorImage):
 
 # %% ../nbs/05_radiographs.ipynb #027a00c9
 def _read_image(fn) -> np.ndarray:
-    "The array in an image file (`.npy` never unpickled; colour images as gray)"
-    if fn.suffix.lower() == '.npy': return np.load(fn, allow_pickle=False)
+    "The array in an image file (`.npy` by `kneeai.core.read_npy`, never unpickled; colour images as gray)"
+    if fn.suffix.lower() == '.npy': return read_npy(fn)
     with Image.open(fn) as im:
         im.load()
         return np.asarray(im.convert('L') if im.mode in ('RGB', 'RGBA', 'P', 'LA', 'CMYK', 'YCbCr') else im)

@@ -75,7 +75,7 @@ def decide(probs:dict, # output -> probability, for one input
 # %% ../nbs/12b_serve.ipynb #2172ebc1
 _MAGIC = ((b'\x93NUMPY', 'npy'), (b'PK\x03\x04', 'zip'), (b'\x89PNG\r\n\x1a\n', 'png'), (b'\xff\xd8\xff', 'jpeg'))
 _SUFFIX = dict(dicom='.dcm', png='.png', jpeg='.jpg')
-_EXAM_HINT = 'send sagittal, coronal and axial .npy volumes of one exam (the plane in the form field or file name), or a zip of them'
+_EXAM_HINT = 'one exam is three .npy volumes, sagittal, coronal and axial, the plane in each file name; or a zip of them'
 _ANY_HINT = 'send an MRNet exam (three .npy volumes or a zip of them), or DICOM, PNG or JPEG radiographs'
 
 def upload_kind(data:bytes # The file's content
@@ -84,50 +84,64 @@ def upload_kind(data:bytes # The file's content
     return next((k for m,k in _MAGIC if data.startswith(m)), 'dicom' if data[128:132] == b'DICM' else None)
 
 # %% ../nbs/12b_serve.ipynb #65cc1ff1
-def _zip_members(name, data, max_bytes:int) -> list:
-    "`(name/member, bytes)` of the `.npy` members of the zip `data`, refusing more than `max_bytes` unpacked"
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            ms = [m for m in zf.infolist() if m.filename.lower().endswith('.npy') and not Path(m.filename).name.startswith('.')
-                  and not m.filename.startswith('__MACOSX/')]
-            res,left = [],max_bytes
-            for m in ms:
-                with zf.open(m) as f: b = f.read(left + 1)
-                if len(b) > left: raise DataError(f'{name}/{m.filename}', f'the zip unpacks to more than the limit of {max_bytes/2**20:g} MB')
-                left -= len(b); res.append((f'{name}/{m.filename}', b))
-    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError, ValueError, zlib.error) as e:
-        raise DataError(name, f'not a readable zip file ({e})') from None
-    if not res: raise DataError(name, 'the zip holds no .npy volume', hint=_EXAM_HINT)
+def _hidden(member:str) -> bool: return member.startswith('__MACOSX/') or Path(member).name.startswith('.')
+
+def _unzip(name, # The zip's name, for messages
+           data:bytes, # Its content
+           max_bytes:int, # Limit of what its members unpack to together
+           suffix:str|None='.npy', # Read the members whose names end so (None: every file)
+          ) -> list: # `(name/member, member, bytes)` of each member read
+    "The members of an uploaded zip, unpacked in memory within `max_bytes` (declared and real sizes)"
+    try: zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError, ValueError) as e: raise DataError(name, f'not a readable zip file ({e})') from None
+    with zf:
+        ms = [m for m in zf.infolist() if not m.is_dir() and not _hidden(m.filename) and (suffix is None or m.filename.lower().endswith(suffix))]
+        if not ms: raise DataError(name, f'the zip holds no {suffix} volume' if suffix else 'the zip holds no file', hint=_EXAM_HINT)
+        declared = sum(m.file_size for m in ms)
+        if declared > max_bytes:
+            raise DataError(name, f'the zip unpacks to {declared/2**20:.3g} MB, more than the limit of {max_bytes/2**20:g} MB', hint=_EXAM_HINT)
+        res = []
+        for m in ms:
+            try:
+                with zf.open(m) as f: b = f.read(m.file_size + 1)
+            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError, ValueError, zlib.error) as e:
+                raise DataError(f'{name}/{m.filename}', f'cannot be unpacked ({e})') from None
+            if len(b) > m.file_size: raise DataError(f'{name}/{m.filename}', 'unpacks to more than the zip says it holds')
+            res.append((f'{name}/{m.filename}', m.filename, b))
     return res
+
+def _plane_of(name, # The file's name, for messages
+              key:str, # Where its plane is named: the file's name, or a zip member's path
+             ) -> str:
+    "The one plane named in `key`"
+    hits = [p for p in PLANES if p in key.lower()]
+    if len(hits) != 1:
+        raise VolumeError(name, 'its name does not say which plane it is' if not hits else f'its name names several planes ({", ".join(hits)})',
+                          hint=_EXAM_HINT)
+    return hits[0]
 
 # %% ../nbs/12b_serve.ipynb #1ac73133
 def exam_volumes(files, # `(name, bytes)` pairs: three `.npy` volumes, or a zip of them; the plane in each name
-                 planes=PLANES, # The planes the model reads
-                 max_bytes:int=2**30, # Limit of what they hold unpacked, in bytes
+                 planes=PLANES, # The planes the model reads; other planes' files are ignored
+                 max_bytes:int=2**30, # Limit of what they hold together, zips unpacked, in bytes
                 ) -> dict: # plane -> checked `uint8` volume `(slices, H, W)`
-    "The volumes of one MRNet exam from uploaded files, each read and checked by `load_volume` (never unpickled)"
+    "The volumes of one MRNet exam from uploaded files, each read from its bytes and checked by `load_volume` (never unpickled)"
     items = []
     for name,data in files:
         kind = upload_kind(data)
-        if kind not in ('npy', 'zip'): raise DataError(name, f'not an .npy volume or a zip of them ({kind or "unknown"} file)', hint=_EXAM_HINT)
-        items += _zip_members(name, data, max_bytes) if kind == 'zip' else [(name, data)]
+        if kind == 'zip': items += _unzip(name, data, max_bytes)
+        elif kind == 'npy': items.append((name, name, data))
+        else: raise DataError(name, f'not an .npy volume or a zip of them ({kind or "unknown"} file)', hint=_EXAM_HINT)
+    if (total := sum(len(b) for *_,b in items)) > max_bytes:
+        raise DataError(', '.join(n for n,_ in files), f'the files unpack to {total/2**20:.3g} MB, more than the limit of {max_bytes/2**20:g} MB', hint=_EXAM_HINT)
     found = {}
-    for name,data in items:
-        hits = {p for p in PLANES if p in name.lower()}
-        if len(hits) != 1: raise VolumeError(name, 'its name does not say which plane it is' if not hits else 'its name names several planes', hint=_EXAM_HINT)
-        p = hits.pop()
-        if p in found: raise VolumeError(f'{found[p][0]}, {name}', f'two {p} volumes: send one exam per request', hint=_EXAM_HINT)
+    for name,key,data in items:
+        p = _plane_of(name, key)
+        if p in found: raise VolumeError(f'{found[p][0]}, {name}', f'two {p} volumes: one exam at a time', hint=_EXAM_HINT)
         found[p] = (name, data)
     missing = [p for p in planes if p not in found]
     if missing: raise VolumeError(', '.join(n for n,_ in found.values()) or None, f'no {" and no ".join(missing)} volume', hint=_EXAM_HINT)
-    vols = {}
-    with tempfile.TemporaryDirectory() as d:
-        for p in planes:
-            name,data = found[p]
-            (fn := Path(d)/f'{p}.npy').write_bytes(data)
-            try: vols[p] = load_volume(fn)
-            except VolumeError as e: raise VolumeError(name, e.reason, e.hint) from None
-    return vols
+    return {p: load_volume(found[p][1], name=found[p][0]) for p in planes}
 
 # %% ../nbs/12b_serve.ipynb #9af2c131
 def image_inputs(files, # `(name, bytes)` pairs: DICOM, PNG or JPEG files
@@ -184,19 +198,9 @@ def study_volumes(files, # `(name, bytes)` pairs: the DICOM files of one MR stud
                  ) -> dict: # plane -> `uint8` volume `(slices, H, W)`
     "The volumes of one MRNet exam from a DICOM MR study sent as files or a zip, read by `exam_from_dicom`"
     names,real = ', '.join(n for n,_ in files),{}  # the files' own names, for messages
+    if len(files) == 1 and upload_kind(files[0][1]) == 'zip': files = [(n, b) for n,_,b in _unzip(*files[0], max_bytes, suffix=None)]
     with tempfile.TemporaryDirectory() as d:
-        if len(files) == 1 and upload_kind(files[0][1]) == 'zip':
-            left = max_bytes
-            try:
-                with zipfile.ZipFile(io.BytesIO(files[0][1])) as zf:
-                    for i,m in enumerate(m for m in zf.infolist() if not m.is_dir()):
-                        with zf.open(m) as fz: b = fz.read(left + 1)
-                        if len(b) > left: raise DataError(names, f'the zip unpacks to more than the limit of {max_bytes/2**20:g} MB')
-                        left -= len(b); (Path(d)/f'{i:06d}.dcm').write_bytes(b); real[f'{i:06d}.dcm'] = f'{names}/{m.filename}'
-            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError, ValueError, zlib.error) as e:
-                raise DataError(names, f'not a readable zip file ({e})') from None
-        else:
-            for i,(nm,b) in enumerate(files): (Path(d)/f'{i:06d}.dcm').write_bytes(b); real[f'{i:06d}.dcm'] = nm
+        for i,(nm,b) in enumerate(files): (Path(d)/f'{i:06d}.dcm').write_bytes(b); real[f'{i:06d}.dcm'] = nm
         try: exam = exam_from_dicom(d, planes=planes)
         except KneeaiError as e:
             reason = e.reason
@@ -266,11 +270,7 @@ def predict_batch(pred:Predictor, # The loaded model
                  ) -> list: # Per request: a DataFrame (one row per input, one column per output) or a `KneeaiError`
     "Probabilities of several requests' inputs in one batch"
     if pred.inputs == 'exams':
-        with tempfile.TemporaryDirectory() as d:  # folders, not arrays: see below
-            for i,e in enumerate(items):
-                (Path(d)/str(i)).mkdir()
-                for p,v in e.items(): np.save(Path(d)/str(i)/f'{p}.npy', v)
-            df = pred.predict_exams([Path(d)/str(i) for i in range(len(items))], bs=len(items))
+        df = pred.predict_exams(items, ids=[str(i) for i in range(len(items))], bs=len(items))
         errs = df['error'] if 'error' in df else pd.Series(dtype=object)
         return [VolumeError(reason=errs[str(i)]) if isinstance(errs.get(str(i)), str) else df.loc[[str(i)], pred.names] for i in range(len(items))]
     flat = {f'{i}/{j}': x for i,xs in enumerate(items) for j,(_,x) in enumerate(xs)}

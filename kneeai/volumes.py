@@ -15,7 +15,7 @@ with warnings.catch_warnings():  # kornia and fastai call torch.jit.script on im
     import kornia.augmentation as K
     from fastai.data.all import *
     from fastai.vision.data import get_grid
-from .core import PLANES, MRNET_TASKS, VolumeError, DataError, DicomError, get_device
+from .core import PLANES, MRNET_TASKS, VolumeError, DataError, DicomError, get_device, npy_header, read_npy
 from .mri import volume_uint8, is_dicom_study, exam_from_dicom
 
 # %% auto #0
@@ -33,13 +33,13 @@ MAX_VOXELS = 2**28  # 256 Mi voxels (256 MiB as uint8): larger is a mistake, not
 # %% ../nbs/04_volumes.ipynb #11f0f9fd
 _NPY_HINT = 'save one 3-D array (slices, height, width) per plane and exam with np.save'
 
-def _header(f):
-    "Shape and dtype from the open `.npy` file `f`'s header"
-    version = np.lib.format.read_magic(f)
-    if version == (1,0): shape,_,dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2,0): shape,_,dtype = np.lib.format.read_array_header_2_0(f)
-    else: raise ValueError(f'unsupported .npy format version {version}')
-    return shape, dtype
+_NPZ_HINT = 'an .npz archive holds several arrays: extract one per plane'
+_RAW = (bytes, bytearray, memoryview)
+
+def _read(read, fn, name):
+    "`read(fn, name=name)` of `kneeai.core`'s `.npy` reader, its `DataError` a `VolumeError`"
+    try: return read(fn, name=name)
+    except DataError as e: raise VolumeError(e.path, e.reason, hint=_NPZ_HINT if str(name).endswith('.npz') else e.hint) from None
 
 def _check_shape(fn, shape, dtype, hint=_NPY_HINT):
     "A `VolumeError` naming `fn` unless `shape` and `dtype` are those of a plausible volume (slices, height, width)"
@@ -50,20 +50,17 @@ def _check_shape(fn, shape, dtype, hint=_NPY_HINT):
         raise VolumeError(fn, f'implausible size {tuple(shape)}: expected 1-{MAX_SLICES} slices of {lo}-{hi} pixels a side',
                           hint='is the array transposed, or several exams in one file?')
 
-def volume_info(fn # An MRNet-style `.npy` volume
+def volume_info(fn, # An MRNet-style `.npy` volume: a file, or its bytes (an upload)
+                name=None, # The name in errors (default: `fn`)
                ) -> tuple: # (shape, dtype) read from the header alone
     "Shape and dtype of the volume in `fn`, checked for plausibility without reading its voxels"
-    fn = Path(fn)
-    if not fn.is_file(): raise VolumeError(fn, 'no such file' if not fn.exists() else 'not a file', hint=_NPY_HINT)
-    try:
-        with open(fn, 'rb') as f: shape,dtype = _header(f)
-    except (ValueError, OSError, EOFError, SyntaxError) as e:
-        hint = 'an .npz archive holds several arrays: extract one per plane' if fn.suffix == '.npz' else _NPY_HINT
-        raise VolumeError(fn, f'not a readable .npy file ({e})', hint=hint) from None
-    if dtype.hasobject: raise VolumeError(fn, 'holds pickled Python objects, which kneeai never loads (allow_pickle=False)',
-                                          hint='save the voxels as a numeric array, e.g. arr.astype(np.uint8)')
-    _check_shape(fn, shape, dtype)
-    return tuple(shape), dtype
+    if not isinstance(fn, _RAW):
+        fn = Path(fn)
+        if not fn.is_file(): raise VolumeError(ifnone(name, fn), 'no such file' if not fn.exists() else 'not a file', hint=_NPY_HINT)
+    name = ifnone(name, '<bytes>' if isinstance(fn, _RAW) else fn)
+    shape,dtype,_,_ = _read(npy_header, fn, name)
+    _check_shape(name, shape, dtype)
+    return shape, dtype
 
 # %% ../nbs/04_volumes.ipynb #f4f533e9
 _all_ = ['volume_uint8']  # defined in kneeai.mri, which scales DICOM studies the same way; re-exported here
@@ -73,15 +70,16 @@ def _check_finite(a, fn, hint='replace them (np.nan_to_num) before saving'):
     "A `VolumeError` naming `fn` if the float volume `a` holds NaN or infinite voxels"
     if a.dtype.kind == 'f' and not np.isfinite(a).all(): raise VolumeError(fn, f'{int((~np.isfinite(a)).sum())} NaN or infinite voxels', hint=hint)
 
-def load_volume(fn, # An MRNet-style `.npy` volume (slices, height, width)
+def load_volume(fn, # An MRNet-style `.npy` volume (slices, height, width): a file, or its bytes (an upload)
                 scale:bool=True, # Scale per volume to `uint8` 0..255 (`volume_uint8`); `False` returns the stored array
+                name=None, # The name in errors (default: `fn`)
                ) -> np.ndarray:
     "The checked volume in `fn` (never unpickled), or a `VolumeError` saying what is wrong with the file"
-    _,dtype = volume_info(fn)
-    try: a = np.load(fn, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e: raise VolumeError(fn, f'truncated or corrupt .npy file ({e})', hint=_NPY_HINT) from None
-    _check_finite(a, fn)
-    return volume_uint8(a, fn) if scale else a
+    name = ifnone(name, '<bytes>' if isinstance(fn, _RAW) else fn)
+    volume_info(fn, name)
+    a = _read(read_npy, fn, name)
+    _check_finite(a, name)
+    return volume_uint8(a, name) if scale else a
 
 # %% ../nbs/04_volumes.ipynb #73f1562e
 _LABEL_HINT = 'MRNet label files are named <split>-<task>.csv and hold one "id,label" line per exam, no header, labels 0 or 1'
@@ -231,6 +229,11 @@ def holdout_split(df:pd.DataFrame, # Exams, e.g. from `mrnet_df`
     return mask
 
 # %% ../nbs/04_volumes.ipynb #c0ebc87d
+class _InMemory:
+    "A volume held in a `DataFrame` cell, shown by its shape: fastai's `DataBlock.datasets` formats its source into a message, ~1 s an exam of arrays"
+    def __init__(self, a:np.ndarray): self.a = a
+    def __repr__(self): return f'<volume {self.a.shape} {self.a.dtype}>'
+
 class TensorVolume(TensorBase):
     "A stack of MRI slices `(slices, H, W)` (batched: `(bs, slices, H, W)`) of one `plane`; shows its middle slice"
     @classmethod
@@ -238,6 +241,7 @@ class TensorVolume(TensorBase):
                plane:str|None=None, # The plane it shows, for titles
               ) -> TensorVolume:
         "The checked `uint8` volume of `fn` (see `load_volume`)"
+        if isinstance(fn, _InMemory): fn = fn.a
         a = volume_uint8(fn) if isinstance(fn, np.ndarray) else load_volume(fn)
         return cls(torch.from_numpy(np.ascontiguousarray(a)), plane=plane)
 
@@ -453,7 +457,9 @@ def volume_dl(df:pd.DataFrame, # Exams, from `mrnet_df` or `exams_df`
              ) -> TfmdDL:
     "A `DataLoader` over the exams of `df` in order, prepared as in training but not augmented"
     dblock = mrnet_block(planes, tasks or None, size, augment=False, mean=mean, std=std, splitter=lambda o: (L(range(len(o))),)*2)
-    dsets = dblock.datasets(df.reset_index(drop=True))
+    df = df.reset_index(drop=True)
+    df = df.assign(**{p: [_InMemory(v) if isinstance(v, np.ndarray) else v for v in df[p]] for p in planes if p in df})
+    dsets = dblock.datasets(df)
     return TfmdDL(dsets.valid, bs=bs, shuffle=False, drop_last=False, before_batch=pad_volumes, after_batch=dblock.batch_tfms,
                   device=get_device(device), num_workers=num_workers)
 
