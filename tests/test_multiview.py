@@ -3,7 +3,7 @@ import io, json
 import pandas as pd
 from conftest import kneeai_cmd
 
-FAST = ('--arch', 'small_cnn', '--size', '48', '--epochs', '1', '--bs', '4', '--n-boot', '20', '--device', 'cpu', '--seed', '0', '--quiet')
+FAST = ('--arch', 'small_cnn', '--size', '48', '--epochs', '1', '--bs', '4', '--n-boot', '20', '--device', 'cpu', '--seed', '0', '--no-prep', '--quiet')
 
 def test_multiview_cli_trains_and_predicts_study_folders(tmp_path):
     from kneeai.synthetic_radiographs import synth_radiographs
