@@ -26,7 +26,7 @@ from fastai.torch_core import to_device
 # %% auto #0
 __all__ = ['CAM_METHODS', 'cam_weights', 'cam_maps', 'volume_cams', 'exam_cams', 'image_cam', 'overlay', 'cam_peak', 'show_cam',
            'show_exam_cams', 'lesion_boxes', 'pointing_game', 'randomized_model', 'cam_similarity', 'pointing_games',
-           'randomization_test', 'explain_exam', 'explain_images', 'explain']
+           'randomization_test', 'explain_exam', 'explain_images', 'explain', 'study_cams', 'explain_studies']
 
 # %% ../nbs/12_interpret.ipynb #e533346b
 CAM_METHODS = ('gradcam', 'gradcampp')
@@ -474,8 +474,8 @@ def explain_images(model:nn.Module, # A radiograph model from `kneeai.learner.lo
     return summary
 
 # %% ../nbs/12_interpret.ipynb #c68faa9f
-def explain(model_dir, # A folder from `save_model`: an MRNet model or a radiograph model
-            inputs, # MRNet exam folders, or DICOM/image files (folders are searched) for a radiograph model
+def explain(model_dir, # A folder from `save_model`: an MRNet model, a radiograph model or a multi-view model
+            inputs, # MRNet exam folders, DICOM/image files (folders are searched) for a radiograph model, study folders for a multi-view model
             out, # Folder to write to: one sub-folder per exam, or one PNG per image
             tasks=None, # Tasks (MRNet) or classes (radiographs); default: every task, or each image's most probable class
             method:str='gradcam', # 'gradcam' or 'gradcampp'
@@ -488,7 +488,64 @@ def explain(model_dir, # A folder from `save_model`: an MRNet model or a radiogr
     out,inputs = Path(out),[Path(i) for i in inputs]
     if not inputs: raise DataError(out, 'nothing to explain', hint='give exam folders, or image files for a radiograph model')
     if k < 1: raise DataError(k, 'the number of top slices must be at least 1')
+    if pred.inputs == 'studies': return explain_studies(pred, inputs, out, tasks, method)
     if pred.inputs == 'images':
         files = [f for i in inputs for f in ((dicom_files(i) + sorted(p for p in i.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)) if i.is_dir() else [i])]
         return explain_images(model, cfg, files, out, tasks, method)
     return {str(e): explain_exam(model, cfg, e, out/e.name, tasks, method, k) for e in inputs}
+
+# %% ../nbs/12_interpret.ipynb #5f00ffad
+def study_cams(model:nn.Module, # A `MultiViewNet` (e.g. from `kneeai.learner.load_model`)
+               x:Tensor, # One study's images `(n, C, H, W)`, prepared as in training (`Predictor.study_inputs`)
+               views:Tensor, # Their view indices `(n,)`
+               cfg:dict|None=None, # The model's config (names of the outputs)
+               target=0, # Output (class) index or name
+               method:str='gradcam', # 'gradcam' or 'gradcampp'
+              ) -> np.ndarray:
+    "GradCAM of each image of a study for one study-level output: maps `(n, H, W)` in [0, 1], scaled by the study's largest value"
+    _check_method(method)
+    x,views = torch.as_tensor(x).as_subclass(Tensor),torch.as_tensor(views).long()
+    if x.ndim != 4 or views.shape != (len(x),): raise DataError(tuple(x.shape), 'expected one study: images (n, channels, height, width) and n view indices')
+    names,coral = output_names(cfg or {}),((cfg or {}).get('model') or {}).get('head') == 'coral'
+    dev,was = next(model.parameters()).device,model.training
+    model.eval()
+    try:
+        with torch.enable_grad(), _Hooks([last_conv(b) for b in model.bodies], cut=True) as acts:
+            out = model(x[None].float().to(dev), views[None].to(dev)).reshape(1, -1)
+            t = 0 if coral else _target_index(target, names, out.shape[1])
+            gs = torch.autograd.grad(out[0, t], acts.outs, allow_unused=True)
+    finally: model.train(was)
+    order = (torch.arange(len(x)) if model.shared else
+             torch.cat([(views == v).nonzero().squeeze(1) for v in range(len(model.bodies)) if (views == v).any()]))
+    cams = torch.cat([cam_maps(a.detach().float(), torch.zeros_like(a) if g is None else g.float(), method) for a,g in zip(acts.outs, gs)])
+    cams = F.interpolate(cams[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0].clamp(min=0)
+    cams = torch.empty_like(cams).index_copy_(0, order.to(cams.device), cams)
+    return (cams/cams.max() if cams.max() > 0 else cams).cpu().numpy().astype(np.float32)
+
+# %% ../nbs/12_interpret.ipynb #6b5ee115
+def explain_studies(pred:Predictor, # A loaded multi-view model
+                    studies, # Study folders of DICOM files (views from ViewPosition), or lists of files
+                    out, # Folder to write to: one sub-folder per study
+                    targets=None, # Class names or indices (default: each study's most probable class)
+                    method:str='gradcam', # 'gradcam' or 'gradcampp'
+                    alpha:float=0.4, # Weight of the map in the overlays
+                   ) -> dict:
+    "Write an overlay PNG per image and class (`<study>/<view>_<n>_<class>.png`) and `explain.json`; an unusable study gets its reason"
+    out,names,summary = Path(out),[str(c) for c in pred.names],{}
+    for s in studies:
+        name = Path(s).name if isinstance(s, (str, Path)) else f'study{len(summary)}'
+        try: x,v,items = pred.study_inputs(s)
+        except KneeaiError as e: summary[str(s)] = dict(error=str(e)); continue
+        probs = pred.study_probs({name: (x, v)}).iloc[0].tolist()
+        ts = [int(np.argmax(probs))] if targets is None else [_target_index(t, names, len(names)) for t in targets]
+        fns = []
+        for t in ts:
+            cams = study_cams(pred.model, x, v, pred.cfg, t, method)
+            for j,(img,cam) in enumerate(zip(x, cams)):
+                fns.append(str(out/name/f'{pred.data["views"][int(v[j])]}_{j+1}_{names[t]}.png'))
+                _save_png(overlay(img[0].numpy(), cam, alpha), Path(fns[-1]))
+        summary[str(s)] = dict(probs=dict(zip(names, probs)), classes=[names[t] for t in ts], files=fns,
+                               images=[str(o) if isinstance(o, (str, Path)) else f'image{j}' for j,(o,_) in enumerate(items)])
+    if summary and all('error' in v for v in summary.values()): raise DataError(', '.join(summary)[:300], 'no study could be read')
+    with atomic_write(out/'explain.json', 'w') as fh: json.dump(dict(method=method, studies=summary), fh, indent=1)
+    return summary
