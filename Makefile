@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,gpl,app,serve,track,tune
+EXTRAS ?= dev,gpl,app,serve,track,tune,dist
 
 .PHONY: install test e2e-deps nbtest pytest check-sync demo export readme docs clean distclean
 

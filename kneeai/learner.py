@@ -159,7 +159,10 @@ class TrainMixedPrecision(Callback):
     def _decide(self):
         dev = torch.device(self.dls.device or 'cpu')
         if self.measure:
-            d = amp_decision(self.model, self.xb, self.yb, self.loss_func, dev, getattr(self.learn, 'model_config', None), **self.kwargs)
+            model = getattr(self.model, 'module', self.model)  # the model, not its DistributedDataParallel wrapper
+            d = [None if rank_distrib() else amp_decision(model, self.xb, self.yb, self.loss_func, dev, getattr(self.learn, 'model_config', None), **self.kwargs)]
+            if num_distrib() > 1 and torch.distributed.is_initialized(): torch.distributed.broadcast_object_list(d, 0)  # every rank takes rank 0's decision
+            d = d[0]
         else: d = dict(choice=str(_amp_dtype(dev)).split('.')[-1], reason='asked for (mixed_precision=True)')
         self.learn.amp_choice = d  # the decision, with the training history (`learn.recorder`) on the learner
         if d['choice'] != 'float32':
@@ -239,8 +242,8 @@ def training_callbacks(device=None, # Where the model trains (for mixed precisio
     comp = np.less if 'loss' in monitor else np.greater
     cbs = [SaveBestModel(monitor=monitor, comp=comp, fname=fname)]
     if patience is not None: cbs.append(EarlyStopping(monitor=monitor, comp=comp, patience=patience))
-    if csv_log: cbs.append(CSVLog('history.csv'))
-    if tensorboard:
+    if csv_log and not rank_distrib(): cbs.append(CSVLog('history.csv'))  # logs: rank 0's only, in a distributed run
+    if tensorboard and not rank_distrib():
         try: from fastai.callback.tensorboard import TensorBoardCallback
         except ImportError: raise KneeaiError('tensorboard', 'TensorBoard logging needs the tensorboard package', hint='pip install tensorboard') from None
         cbs.append(TensorBoardCallback(log_dir=Path(path or '.')/'runs', trace_model=False))
@@ -268,8 +271,11 @@ def write_report(out, # Folder to write to
                  fig=None, # A matplotlib figure to save, e.g. ROC curves
                  fig_name:str='roc.png', # Its file name
                 ) -> Path:
-    "Write `report.csv`, `report.md` and the figure (closed after saving) to `out`"
+    "Write `report.csv`, `report.md` and the figure (closed after saving) to `out` (on rank 0 only, in a distributed run)"
     out = Path(out)
+    if rank_distrib():
+        if fig is not None: plt.close(fig)
+        return out
     with atomic_write(out/'report.csv', 'w') as f: rep.to_csv(f)
     with atomic_write(out/'report.md', 'w') as f: f.write(f'# {title}\n\n' + report_markdown(rep) + '\n')
     if fig is not None:
@@ -284,8 +290,9 @@ def save_model(learn:Learner, # A trained learner with a `model_config` (from `m
                path, # Folder to write `model.safetensors` and `config.json` to
                **extra, # More JSON-serialisable entries for the config (e.g. the report's figures)
               ) -> Path:
-    "Save `learn`'s model as safetensors plus a JSON config that `load_model` rebuilds it from"
+    "Save `learn`'s model as safetensors plus a JSON config that `load_model` rebuilds it from (on rank 0 only, in a distributed run)"
     path = Path(path)
+    if rank_distrib(): return path
     cfg = dict(kneeai_version=kneeai.__version__, model=learn.model_config, data=learn.dls.data_config,
                thresholds=getattr(learn, 'thresholds', None), **extra)
     save_weights(learn.model, path/WEIGHTS_NAME)

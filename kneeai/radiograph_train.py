@@ -19,6 +19,7 @@ from .sampling import make_loss, rebalance, init_prior_bias
 from .models import RadiographNet, CoralLoss, radiograph_splitter
 from .metrics import radiograph_metrics, radiograph_report, plot_class_confusion, class_learning_check, not_learnt_message, NotLearntWarning
 from .learner import training_callbacks, progress_ctx, fit_recipe, write_report, save_model
+from .distributed import rank_device, data_parallel
 
 # %% auto #0
 __all__ = ['radiograph_loss', 'radiograph_learner', 'train_radiographs', 'study_probs']
@@ -132,7 +133,7 @@ def _write_test_outputs(learn, tst:pd.DataFrame, out:Path, label_cols, patient_c
     pr = pd.DataFrame(probs.numpy(), columns=[str(c) for c in cfg['classes']])
     pr.insert(0, cfg['fn_col'], tst[cfg['fn_col']].values)
     for c in label_cols: pr[f'true_{c}'] = tst[c].values
-    pr.to_csv(out/'test_predictions.csv', index=False)
+    if not rank_distrib(): pr.to_csv(out/'test_predictions.csv', index=False)  # rank 0 writes
     return dict(report=rep, probs=probs.numpy(), targs=targs.numpy(), never_answered=never)
 
 # %% ../nbs/09c_radiograph_train.ipynb #06411298
@@ -150,6 +151,7 @@ def train_radiographs(data, # Labels CSV (file names relative to its folder) or 
                       seed:int=42, device=None, num_workers:int|None=None, # Seed of splits and training; where and with how many loaders
                       n_boot:int=2000, # Bootstrap resamples for the report's intervals
                       progress:bool=True, # See `kneeai.learner.progress_ctx`
+                      sync_bn:bool=False, # In a launched run on GPUs: BatchNorm statistics over every rank's batch (see `kneeai.distributed`)
                       **kwargs, # Passed to `radiograph_learner` (e.g. patience, prior_bias, mixed_precision)
                      ) -> dict:
     "Train a `RadiographNet` on a labels table, report on a patient-grouped test split, and save the model"
@@ -161,12 +163,13 @@ def train_radiographs(data, # Labels CSV (file names relative to its folder) or 
     is_test = _test_mask(df, test_pct, seed, patient_col, label_cols)
     trn,tst = df[~is_test].reset_index(drop=True),df[is_test].reset_index(drop=True)
     dls = radiograph_dls(trn, Path(ifnone(images, root)), fn_col, label_col, task, valid_pct, patient_col=patient_col, seed=seed,
-                         size=size, in_chans=in_chans, prep=prep, clahe=clahe, bs=bs, device=device, num_workers=num_workers)
+                         size=size, in_chans=in_chans, prep=prep, clahe=clahe, bs=bs, device=rank_device(device), num_workers=num_workers)
     learn = radiograph_learner(dls, arch, pretrained, loss, sampler, path=out, **kwargs)
-    secs = fit_recipe(learn, epochs, lr, pretrained, progress)
-    res = dict(train_seconds=secs, n_train=len(dls.train_ds), n_tune=len(dls.valid_ds), n_test=len(tst))
-    res['not_learnt'],res['warning'] = _check_learnt(learn, seed)
-    if len(tst): res.update(_write_test_outputs(learn, tst, out, label_cols, patient_col, n_boot, seed, res['warning']))
+    with data_parallel(learn, sync_bn):  # in a launched run: each process its batches; the report on all predictions
+        secs = fit_recipe(learn, epochs, lr, pretrained, progress)
+        res = dict(train_seconds=secs, n_train=len(dls.train_ds), n_tune=len(dls.valid_ds), n_test=len(tst))
+        res['not_learnt'],res['warning'] = _check_learnt(learn, seed)
+        if len(tst): res.update(_write_test_outputs(learn, tst, out, label_cols, patient_col, n_boot, seed, res['warning']))
     save_model(learn, out/'model', train=dict(task=task, epochs=epochs, bs=bs, lr=lr, seed=seed, loss=str(loss), sampler=str(sampler),
                                               data=str(data) if not isinstance(data, pd.DataFrame) else 'DataFrame', seconds=secs,
                                               not_learnt=res['not_learnt']))

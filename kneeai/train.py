@@ -19,6 +19,7 @@ from .volumes import mrnet_dls, mrnet_test_dl
 from .models import TripleMRNet, mrnet_splitter
 from .metrics import auc_metrics, youden_threshold, mrnet_report, plot_roc, learning_check, not_learnt_message, NotLearntWarning
 from .learner import training_callbacks, progress_ctx, fit_recipe, write_report, save_model
+from .distributed import rank_device, data_parallel
 
 # %% auto #0
 __all__ = ['pos_weight', 'auto_pretrained', 'mrnet_learner', 'tune_thresholds', 'exam_features', 'fit_head_cached', 'train_mrnet']
@@ -159,18 +160,20 @@ def train_mrnet(data, # An MRNet folder
                 n_boot:int=2000, # Bootstrap resamples for the report's intervals
                 test_split:str|None='valid', # The split to report on (MRNet's test set); None: no report
                 progress:bool=True, # See `kneeai.learner.progress_ctx`
+                sync_bn:bool=False, # In a launched run on GPUs: BatchNorm statistics over every rank's batch (see `kneeai.distributed`)
                 **kwargs, # Passed to `mrnet_learner` (e.g. patience, mixed_precision)
                ) -> dict:
     "Train a `TripleMRNet` on `data`, tune thresholds on held-out training exams, check it learnt, report on the test split, save all"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
-    dls = mrnet_dls(data, tasks, planes, bs=bs, valid_pct=valid_pct, seed=seed, size=size, device=device, num_workers=num_workers)
+    dls = mrnet_dls(data, tasks, planes, bs=bs, valid_pct=valid_pct, seed=seed, size=size, device=rank_device(device), num_workers=num_workers)
     learn = mrnet_learner(dls, arch, pretrained, shared, in_chans, path=out, **kwargs)
-    secs = fit_recipe(learn, epochs, lr, learn.pretrained, progress)
-    res = dict(train_seconds=secs, n_train=len(dls.train_ds), n_tune=len(dls.valid_ds), pretrained=learn.pretrained)
-    with progress_ctx(learn, False): tune_thresholds(learn)
-    res['not_learnt'],res['warning'] = _check_learnt(learn, seed)
-    if test_split: res.update(_report_test(learn, data, test_split, out, n_boot, seed, res['warning']))
+    with data_parallel(learn, sync_bn):  # in a launched run: each process its batches; thresholds and reports on all predictions
+        secs = fit_recipe(learn, epochs, lr, learn.pretrained, progress)
+        res = dict(train_seconds=secs, n_train=len(dls.train_ds), n_tune=len(dls.valid_ds), pretrained=learn.pretrained)
+        with progress_ctx(learn, False): tune_thresholds(learn)
+        res['not_learnt'],res['warning'] = _check_learnt(learn, seed)
+        if test_split: res.update(_report_test(learn, data, test_split, out, n_boot, seed, res['warning']))
     save_model(learn, out/'model', train=dict(epochs=epochs, bs=bs, lr=lr, size=size, seed=seed, pretrained=str(learn.pretrained),
                                               data=str(data), seconds=secs, not_learnt=res['not_learnt']))
     return dict(res, learn=learn, out=out)
