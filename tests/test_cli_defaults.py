@@ -17,6 +17,7 @@ from kneeai.radiographs import RADIOGRAPH_TASKS
 from kneeai.serve import serve
 from kneeai.tune import tune
 from kneeai.mri import import_mri
+from kneeai.active import select_items
 
 # subcommand -> (the fewest arguments it takes, the functions it calls, options that feed no parameter)
 COMMANDS = {
@@ -36,6 +37,7 @@ COMMANDS = {
     'tune mrnet': (['--data', 'D', '--out', 'O'], [tune, train_mrnet], set()),
     'tune radiographs': (['--data', 'l.csv', '--out', 'O'], [tune, train_radiographs], set()),
     'import-mri': (['a', 'b'], [import_mri], set()),
+    'select': (['--model', 'M', '--pool', 'p', '--out', 'o.csv'], [select_items], {'out'}),
 }
 
 def leaf(path:str) -> argparse.ArgumentParser:
