@@ -25,7 +25,7 @@ from .cli import MAX_UPLOAD_MB, add_app_options
 __all__ = ['EXAM_KINDS', 'IMAGE_KINDS', 'upload_items', 'file_kind', 'check_upload_size', 'split_uploads', 'read_exam',
            'load_app_model', 'exam_probs', 'result_table', 'result_json', 'result_csv', 'top_slices', 'slice_view',
            'read_images', 'class_names', 'dicom_table', 'app_parser', 'app_args', 'demo_model_dir', 'model_choice',
-           'page']
+           'upload_views', 'study_upload_views', 'page']
 
 # %% ../nbs/14_app.ipynb #34de3d15
 _MAGIC = ((b'\x93NUMPY', 'npy'), (b'PK\x03\x04', 'zip'), (b'\x89PNG\r\n\x1a\n', 'png'), (b'\xff\xd8\xff', 'jpeg'))
@@ -220,6 +220,58 @@ def model_choice(args:argparse.Namespace # From `app_args`
     demo = demo_model_dir()
     return (demo, 'demo') if (demo/CONFIG_NAME).exists() else (None, 'none')
 
+# %% ../nbs/14_app.ipynb #174cfbf7
+import torch
+from .dicom import read_dicom
+from .interpret import study_cams
+
+def upload_views(files # DICOM, PNG or JPEG files (see `upload_items`)
+                ) -> dict: # name (as `read_images` names it) -> ViewPosition ('' for PNG/JPEG or when absent)
+    "The ViewPosition of each uploaded DICOM radiograph, read from its header"
+    res = {}
+    for name,data in upload_items(files):
+        name = _unique(name, res)
+        try: res[name] = str(read_dicom(data, stop_before_pixels=True).get('ViewPosition', '') or '').strip().upper() if file_kind(data) == 'dicom' else ''
+        except KneeaiError: res[name] = ''
+    return res
+
+def study_upload_views(found:dict, # From `upload_views`
+                       views:list, # The model's views (`cfg['data']['views']`)
+                      ) -> dict:
+    "The view of each uploaded image: its ViewPosition where the model knows it, else the model's views in turn (any, for a model of one view)"
+    if len(views) == 1: return {n: views[0] for n in found}
+    return {n: v if v in views else views[j % len(views)] for j,(n,v) in enumerate(found.items())}
+
+# %% ../nbs/14_app.ipynb #71de27c9
+def _study_views(st, found, views, key) -> dict:
+    "The view of each image: from its ViewPosition, or chosen in the page where the model does not know it"
+    guess = study_upload_views(found, views)
+    return {n: (st.selectbox(f'View of {n} (its ViewPosition is not one the model knows)', views, index=views.index(guess[n]), key=f'view_{n}_{key}')
+                if len(views) > 1 and found[n] not in views else guess[n]) for n in found}
+
+def _study_section(st, pred, files, args, key, path, ctl):
+    names,views = class_names(pred.cfg),pred.data['views']
+    with ctl['lock']: res = _result_state(st, key, lambda: dict(xs=read_images(files, pred.cfg, args.max_upload_mb), found=upload_views(files), runs={}, cams={}))
+    chosen = _study_views(st, res['found'], views, key)
+    x,v = torch.stack(list(res['xs'].values())),torch.tensor([views.index(chosen[n]) for n in res['xs']])
+    vk = tuple(chosen.values())
+    if vk not in res['runs']:
+        with ctl['lock']: res['runs'][vk] = pred.study_probs({'study': (x, v)})
+    probs = res['runs'][vk]
+    table = result_table(probs.set_axis(names, axis=1), pred.thresholds, single_label=pred.data.get('task') != 'multilabel')
+    _results(st, table, dict(model=str(path), files=list(res['xs']), views=list(vk)), key)
+    st.subheader('GradCAM per view')
+    target = st.selectbox('Heatmap of the class', ['the most probable', *names], key='cam_class')
+    t = int(probs.iloc[0].to_numpy().argmax()) if target == 'the most probable' else names.index(target)
+    ck = (vk, t, ctl['method'])
+    try:
+        if ck not in res['cams']:
+            with ctl['lock']: res['cams'][ck] = study_cams(pred.model, x, v, pred.cfg, t, ctl['method'])
+    except Exception as e: return _fail(st, e, 'The heatmaps could not be computed')
+    cols = st.columns(min(3, len(x)))
+    for j,(name,cam) in enumerate(zip(res['xs'], res['cams'][ck])):
+        cols[j % len(cols)].image(overlay(x[j, 0].numpy(), cam, ctl['alpha']), caption=f'{chosen[name]} · {name}: {names[t]}', width='stretch')
+
 # %% ../nbs/14_app.ipynb #1056b8cd
 def _cached_load(path:str, trust_pickle:bool): return load_app_model(path, trust_pickle=trust_pickle)
 def _new_lock(): return threading.Lock()  # one per server process (st.cache_resource): sessions take turns with the shared model
@@ -252,7 +304,8 @@ def _sidebar(st, path, pred, how) -> dict:
         thr = cfg.get('thresholds') or {}
         sb.table(pd.DataFrame({'threshold': [f"{thr.get(t, .5):.3f}" for t in d['tasks']],
                                'from': ['model' if t in thr else 'default' for t in d['tasks']]}, index=pd.Index(d['tasks'], name='task')))
-    else: sb.markdown(f"{pred.kind} · {m.get('arch', '?')} · task: {d.get('task')} · classes: {', '.join(class_names(cfg))} · {d.get('size')} px")
+    else: sb.markdown(f"{pred.kind} · {m.get('arch', '?')} · task: {d.get('task')} · classes: {', '.join(class_names(cfg))} · {d.get('size')} px"
+                      + (f" · views: {', '.join(d['views'])}" if d.get('views') else ''))
     sb.markdown('**Display**')
     method = sb.radio('Heatmap', CAM_METHODS, format_func={'gradcam': 'GradCAM', 'gradcampp': 'GradCAM++'}.get, horizontal=True, key='cam_method')
     alpha = sb.slider('Heatmap opacity', 0., 1., .4, .05, key='cam_alpha')
@@ -361,7 +414,7 @@ def page(argv=None # The app's arguments (default: `sys.argv[1:]`, as `streamlit
     except KneeaiError as e: return st.error(f'The model cannot be loaded: {e}')
     ctl,exams = _sidebar(st, path, pred, how),pred.inputs == 'exams'
     ctl['lock'] = st.cache_resource(_new_lock)()
-    what = 'an MRNet exam (sagittal.npy, coronal.npy, axial.npy, or a .zip of them)' if exams else 'radiographs (DICOM, PNG or JPEG)'
+    what = 'an MRNet exam (sagittal.npy, coronal.npy, axial.npy, or a .zip of them)' if exams else ('the radiographs of one study (DICOM, PNG or JPEG)' if pred.inputs == 'studies' else 'radiographs (DICOM, PNG or JPEG)')
     ups = st.file_uploader(f'Upload {what}', accept_multiple_files=True, key='uploads')
     if not ups:
         example = Path(path).parent/'example_exam'  # written by `kneeai demo` next to its model
@@ -377,6 +430,7 @@ def page(argv=None # The app's arguments (default: `sys.argv[1:]`, as `streamlit
         if exams and imgs: raise DataError(_names(imgs), 'this model reads MRNet exams, not radiographs', hint=_EXAM_HINT)
         if not exams and exam: raise DataError(_names(exam), 'this model reads radiographs, not MRNet exams', hint='upload DICOM, PNG or JPEG files')
         if exam: _exam_section(st, pred, exam, args, key, path, ctl)
+        elif pred.inputs == 'studies': _study_section(st, pred, imgs, args, key, path, ctl)
         else: _image_section(st, pred, imgs, args, key, path, ctl)
     except Exception as e: _fail(st, e)
     _dicom_section(st, imgs, ctl['phi'])
