@@ -27,3 +27,13 @@ def test_select_bad_pool_is_one_line(tiny_models, tmp_path):
     assert r.returncode == 1 and 'Traceback' not in r.stderr
     assert r.stderr.strip() == f"kneeai select: error: {tmp_path/'missing.csv'}: no such file or folder (give image files, a folder, a CSV, or exam folders)"
     assert not (tmp_path/'o.csv').exists()
+
+def test_select_exam_folders(tiny_models, tmp_path):
+    "exam folders given one by one: each is an item named by its folder; an exam already labelled is skipped"
+    (tmp_path/'pool').mkdir()
+    for n in ('a', 'b', 'c'): (tmp_path/'pool'/n).symlink_to(tiny_models['exam'], target_is_directory=True)
+    (tmp_path/'done.csv').write_text('item\nb\n')
+    r = kneeai_cmd('select', '--model', tiny_models['mrnet'], '--pool', tmp_path/'pool', '--n', '5', '--strategy', 'least_confidence',
+                   '--out', tmp_path/'o.csv', '--device', 'cpu', '--labelled', tmp_path/'done.csv')
+    assert r.returncode == 0, r.stderr
+    assert sorted(pd.read_csv(tmp_path/'o.csv')['item']) == ['a', 'c']
