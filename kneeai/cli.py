@@ -287,7 +287,7 @@ def _fit_options(p, d:dict):
 
 # %% ../nbs/13_cli.ipynb #f0643e2b
 from .tracking import tracked
-from .distributed import relaunch
+from .distributed import relaunch, other_ranks_quiet
 
 def _warn_not_learnt(res:dict):
     "A training recipe's `NotLearntWarning`, as one plain line on standard error"
@@ -519,7 +519,7 @@ def main(argv:list|None=None # Arguments (default: `sys.argv[1:]`)
         return 0
     try:
         if getattr(args, 'launch', None): return relaunch(args.launch, sys.argv[1:] if argv is None else argv)  # this command in N processes
-        args.func(args)
+        with other_ranks_quiet(): args.func(args)  # in a launched run, rank 0 speaks for all
     except (KneeaiError, OSError) as e: # OSError: a full disk, a read-only destination, ...
         if args.debug: raise
         msg = f'{e.filename}: {e.strerror}' if isinstance(e, OSError) and e.filename and e.strerror else e

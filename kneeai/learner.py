@@ -222,7 +222,7 @@ def progress_ctx(learn:Learner, # The learner about to fit or predict
                  progress:bool=True, # False: no bar and no epoch lines
                 ):
     "fastai's bar and epoch table where someone watches (`interactive`), one `EpochLog` line per epoch elsewhere, or nothing"
-    if not progress:
+    if not progress or rank_distrib():  # the other ranks of a distributed run are silent: rank 0 shows the epochs
         with learn.no_bar(), learn.no_logging(): yield
     elif interactive(): yield
     else:
