@@ -499,6 +499,7 @@ class FolderJob:
                 raise DataError(self.dest, f'was written with other settings ({old}, now {cur})',
                                 hint='choose a new destination, or redo every file (overwrite)')
         with atomic_write(fn, 'w') as f: json.dump(cur, f, indent=1)
+        self.recorded = fn,cur
 
     def earlier(self) -> dict:
         "Source -> row of the runs before: manifest.csv, the shards' manifests, then journals of interrupted runs (later rows win)"
@@ -522,6 +523,9 @@ class FolderJob:
 
     def finish(self, df:pd.DataFrame) -> pd.DataFrame:
         "Write `df` as the manifest (in order), remove the journal, and merge the shards if this one was the last"
+        if getattr(self, 'recorded', None) and json.loads(self.recorded[0].read_text()) != self.recorded[1]: # shards started at once
+            raise DataError(self.dest, f'another job wrote into it with other settings ({self.recorded[0].read_text().strip()}, this one {self.recorded[1]})',
+                            hint='give every shard the same settings (and the same --key)')
         df = _in_order(df[self.columns])
         with atomic_write(self.manifest, 'w') as f: df.to_csv(f, index=False)
         self.journal.unlink(missing_ok=True)
