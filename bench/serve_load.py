@@ -14,7 +14,7 @@ warm-up and after 1,000 more requests (concurrency 8). Printed with the load ave
 
 Usage: `python bench/serve_load.py [--seconds 60] [--levels 1,8,32] [--workloads exams,radiographs] [--device cpu] [--threads N]`.
 """
-import argparse, asyncio, io, json, os, random, signal, socket, subprocess, sys, tempfile, time, warnings
+import argparse, asyncio, collections, io, json, os, random, signal, socket, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 from types import SimpleNamespace
 warnings.filterwarnings('ignore')
@@ -105,6 +105,7 @@ class Server:
 async def drive(url:str, good:list, bad:list, concurrency:int, seconds:float, max_requests:int, seed:int=0) -> dict:
     "Requests from `concurrency` clients for `seconds` (or `max_requests`): one in ten bad; latencies of the good ones"
     rng,lat,res = random.Random(seed),[],dict(good=0, good_errors=0, bad=0, bad_4xx=0, bad_other=0)
+    statuses = collections.Counter()  # of the good requests that failed (0: no answer)
     deadline,sent = time.perf_counter() + seconds,[0]
     health = []
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency + 1)) as c:
@@ -122,7 +123,7 @@ async def drive(url:str, good:list, bad:list, concurrency:int, seconds:float, ma
                     res['bad_4xx' if 400 <= status < 500 else 'bad_other'] += 1
                 else:
                     res['good'] += 1; lat.append(dt)
-                    if status != 200: res['good_errors'] += 1
+                    if status != 200: res['good_errors'] += 1; statuses[status] += 1
         async def probe():
             while time.perf_counter() < deadline and sent[0] < max_requests:
                 t0 = time.perf_counter()
@@ -134,7 +135,7 @@ async def drive(url:str, good:list, bad:list, concurrency:int, seconds:float, ma
         await asyncio.gather(probe(), *[worker() for _ in range(concurrency)])
         wall = time.perf_counter() - t0
     ms = lambda q, xs: 1000*float(np.quantile(xs, q)) if xs else float('nan')
-    return dict(res, requests=res['good'] + res['bad'], rps=(res['good'] + res['bad'])/wall, p50=ms(.5, lat), p95=ms(.95, lat), p99=ms(.99, lat),
+    return dict(res, good_error_statuses=dict(sorted(statuses.items())), requests=res['good'] + res['bad'], rps=(res['good'] + res['bad'])/wall, p50=ms(.5, lat), p95=ms(.95, lat), p99=ms(.99, lat),
                 health_max=1000*max(health) if health else float('nan'))
 
 def batch_totals(url:str) -> tuple:
@@ -186,7 +187,7 @@ def main():
                              mean_batch=round((n1 - n0)/max(b1 - b0, 1), 2), load=load())
                     rows.append(r)
                     print(f"  batching {r['batching']:<14} c={c:<3} {r['requests']:>6} req  {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f}  p95 {r['p95']:7.1f}  "
-                          f"p99 {r['p99']:7.1f} ms  good errors {r['good_errors']}  bad 4xx {r['bad_4xx']}/{r['bad']}  "
+                          f"p99 {r['p99']:7.1f} ms  good errors {r['good_errors']}{' ' + str(r['good_error_statuses']) if r['good_errors'] else ''}  bad 4xx {r['bad_4xx']}/{r['bad']}  "
                           f"healthz max {r['health_max']:.0f} ms  mean batch {r['mean_batch']}  load {r['load']}", flush=True)
             for batching,srv in srvs.items():
                 if not a.memory_requests: break
@@ -197,6 +198,10 @@ def main():
                       f'{m["requests"]} more requests ({after - before:+.1f} MiB; good errors {m["good_errors"]}); load {load()}', flush=True)
         finally:
             for srv in srvs.values(): srv.stop()
+            for batching,srv in srvs.items():  # a 500 is kneeai's own fault: the log has each one's exception (e.g. issue 18's SystemError)
+                faults = [l.split(': ', 1)[-1] for l in srv.log.read_text().splitlines() if ' ERROR kneeai.serve ' in l]
+                print(f'  server log, batching {"on" if batching else "off"}: {len(faults)} internal errors (500)'
+                      + (f': {dict(collections.Counter(faults))}' if faults else ''), flush=True)
     (tmp/'results.json').write_text(json.dumps(rows, indent=1))
     bad_good = sum(r['good_errors'] for r in rows)
     print(f'\nerrors among good requests: {bad_good}; results in {tmp/"results.json"}')

@@ -10,28 +10,14 @@ import kneeai.app
 from kneeai.core import PLANES, MRNET_TASKS
 from kneeai.learner import predict_exams
 
-APP = kneeai.app.__file__
-THRESHOLDS = {'abnormal': .4, 'acl': .5, 'meniscus': .6}
+from conftest import TINY_THRESHOLDS as THRESHOLDS
 
-def make_model_and_exam(tmp:Path):
-    "An untrained `TripleMRNet` (small CNN, 32 px) saved as `kneeai train` saves one, and one exam folder; a few seconds"
-    from kneeai.synthetic import synth_mrnet
-    from kneeai.volumes import mrnet_dls
-    from kneeai.train import mrnet_learner
-    from kneeai.learner import save_model
-    data = synth_mrnet(tmp/'mrnet', n_train=12, n_valid=2, size=32, seed=0, progress=False)
-    learn = mrnet_learner(mrnet_dls(data, bs=4, size=32, num_workers=0, seed=0, device='cpu'), 'small_cnn', in_chans=1,
-                          csv_log=False, path=tmp)
-    learn.thresholds = dict(THRESHOLDS)
-    model = save_model(learn, tmp/'model')
-    exam = tmp/'exam'
-    exam.mkdir()
-    for p in PLANES: shutil.copy(data/'valid'/p/'0013.npy', exam/f'{p}.npy')
-    return model, exam
+APP = kneeai.app.__file__
 
 @pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-    return make_model_and_exam(tmp_path_factory.mktemp('app'))
+def tiny(tiny_models):
+    "conftest's untrained `TripleMRNet` (small CNN, 32 px) and its exam folder (read it, never write to it)"
+    return tiny_models['mrnet'], tiny_models['exam']
 
 def exam_files(exam):
     return [(f'{p}.npy', (exam/f'{p}.npy').read_bytes(), 'application/octet-stream') for p in PLANES]
@@ -137,17 +123,9 @@ def test_gradcam_slider_starts_at_the_most_important_slice(tiny, monkeypatch):
     assert not at.exception and errors(at) == [] and len(at.main.image) == 3
 
 @pytest.fixture(scope='module')
-def xr_model(tmp_path_factory):
-    "An untrained fracture model (small CNN, 32 px) and three synthetic DICOM radiographs"
-    from kneeai.synthetic_radiographs import synth_radiographs
-    from kneeai.radiographs import radiograph_dls
-    from kneeai.radiograph_train import radiograph_learner
-    from kneeai.learner import save_model
-    tmp = tmp_path_factory.mktemp('xr')
-    df = synth_radiographs(tmp/'xr', n=8, size=64, seed=0, fracture_rate=.5, progress=False)
-    learn = radiograph_learner(radiograph_dls(df, path=tmp/'xr', size=32, bs=2, num_workers=0, device='cpu', augment=False),
-                               'small_cnn', csv_log=False, path=tmp)
-    return save_model(learn, tmp/'model'), [tmp/'xr'/f for f in df.file[:3]]
+def xr_model(tiny_models):
+    "conftest's untrained fracture model (small CNN, 32 px) and three synthetic DICOM radiographs"
+    return tiny_models['xr'], tiny_models['dcms']
 
 def test_radiographs_show_the_probabilities_of_predict_images(xr_model, monkeypatch, tmp_path):
     from PIL import Image
@@ -197,15 +175,13 @@ def test_a_heatmap_failure_leaves_the_probabilities(tiny, monkeypatch):
     assert [e.message for e in at.exception] == ['boom']  # the traceback, in the page's 'Details for a bug report'
     assert list(shown_probs(at).index) == list(MRNET_TASKS)
 
-def test_pickled_model_loads_with_trust_pickle(tiny, tmp_path, monkeypatch):
-    from kneeai.synthetic import synth_mrnet
+def test_pickled_model_loads_with_trust_pickle(tiny, mrnet_data, tmp_path, monkeypatch):
     from kneeai.volumes import mrnet_dls
     from kneeai.train import mrnet_learner
     from kneeai.learner import Predictor
     from kneeai.app import exam_probs, read_exam
     _,exam = tiny
-    data = synth_mrnet(tmp_path/'mrnet', n_train=12, n_valid=2, size=32, seed=1, progress=False)
-    learn = mrnet_learner(mrnet_dls(data, bs=4, size=32, num_workers=0, seed=0, device='cpu'), 'small_cnn', in_chans=1, csv_log=False, path=tmp_path)
+    learn = mrnet_learner(mrnet_dls(mrnet_data, bs=4, size=32, num_workers=0, seed=0, device='cpu'), 'small_cnn', in_chans=1, csv_log=False, path=tmp_path)
     (tmp_path/'pkl').mkdir()
     learn.export(tmp_path/'pkl'/'export.pkl')
     at = start(monkeypatch, '--model', tmp_path/'pkl', '--trust-pickle')

@@ -1,5 +1,5 @@
-"""`kneeai serve` as a client sees it: the real server (`kneeai serve`, uvicorn) started on free loopback ports with tiny
-untrained models (an MRNet `TripleMRNet` behind an API key, a fracture radiograph model without one), every endpoint,
+"""`kneeai serve` as a client sees it: the real server (`kneeai serve`, uvicorn) started on free loopback ports with the tiny
+untrained models of conftest (an MRNet `TripleMRNet` behind an API key, a fracture radiograph model without one), every endpoint,
 bad uploads, the limits, the API key, and the probabilities of `/v1/predict` against those of `kneeai predict`."""
 import base64, io, json, os, signal, subprocess, time, zipfile
 from pathlib import Path
@@ -7,30 +7,9 @@ import numpy as np, pytest
 pytest.importorskip('fastapi', reason='kneeai serve needs its extra: pip install "kneeai[serve]"')
 httpx = pytest.importorskip('httpx')
 from kneeai.core import PLANES
-from conftest import kneeai_exe, kneeai_cmd, free_port
+from conftest import kneeai_exe, kneeai_cmd, free_port, TINY_THRESHOLDS as THRESHOLDS
 
 KEY = 'test-key-0123456789abcdef'
-THRESHOLDS = {'abnormal': .4, 'acl': .5, 'meniscus': .6}
-
-def _models(tmp:Path) -> dict:
-    "Untrained small-CNN models saved as `kneeai train` saves them (MRNet at 32 px, fracture at 32 px), an exam and radiographs"
-    from kneeai.synthetic import synth_mrnet
-    from kneeai.synthetic_radiographs import synth_radiographs
-    from kneeai.volumes import mrnet_dls
-    from kneeai.radiographs import radiograph_dls
-    from kneeai.train import mrnet_learner
-    from kneeai.radiograph_train import radiograph_learner
-    from kneeai.learner import save_model
-    data = synth_mrnet(tmp/'mrnet', n_train=12, n_valid=2, size=32, seed=0, progress=False)
-    learn = mrnet_learner(mrnet_dls(data, bs=4, size=32, num_workers=0, seed=0, device='cpu'), 'small_cnn', in_chans=1, csv_log=False, path=tmp)
-    learn.thresholds = dict(THRESHOLDS)
-    df = synth_radiographs(tmp/'xr', n=8, size=64, seed=0, fracture_rate=.5, progress=False)
-    xr = radiograph_learner(radiograph_dls(df, path=tmp/'xr', size=32, bs=2, num_workers=0, device='cpu', augment=False),
-                            'small_cnn', csv_log=False, path=tmp)
-    (exam := tmp/'exam').mkdir()
-    for p in PLANES: (exam/f'{p}.npy').write_bytes((data/'valid'/p/'0013.npy').read_bytes())
-    return dict(mrnet=save_model(learn, tmp/'mrnet_model'), xr=save_model(xr, tmp/'xr_model'), exam=exam,
-                dcms=[tmp/'xr'/f for f in df.file[:3]])
 
 def _start(model, tmp:Path, name:str, *opts) -> tuple:
     port,log = free_port(),tmp/f'{name}.log'
@@ -50,10 +29,10 @@ def _wait_ready(url, proc, log, timeout=120):
     pytest.fail(f'`kneeai serve` was not ready within {timeout} s:\n{log.read_text()[-3000:]}')
 
 @pytest.fixture(scope='module')
-def srv(tmp_path_factory):
-    "Both servers, started together: the MRNet one with an API key, a 1 MB limit and batches, the radiograph one with at most 3 files"
+def srv(tiny_models, tmp_path_factory):
+    "Both servers, started together on conftest's tiny models: the MRNet one with an API key, a 1 MB limit and batches, the radiograph one with at most 3 files"
     tmp = tmp_path_factory.mktemp('serve')
-    m = _models(tmp)
+    m = tiny_models
     (keyf := tmp/'key').write_text(KEY + '\n')
     a = _start(m['mrnet'], tmp, 'mrnet', '--api-key-file', keyf, '--max-upload-mb', 1, '--max-batch', 8, '--batch-wait-ms', 20, '--threads', 1)
     b = _start(m['xr'], tmp, 'xr', '--max-files', 3, '--threads', 1)
