@@ -28,8 +28,8 @@ COMMANDS = {
     'deidentify': (['a', 'b'], [deidentify, deidentify_folder], set()),
     'manifest merge': (['D'], [merge_manifests], set()),
     'preprocess': (['a', 'b'], [preprocess_folder], set()),
-    'train mrnet': (['--data', 'D', '--out', 'O'], [train_mrnet], {'track'}),  # --track wraps the recipe in kneeai.tracking.tracked
-    'train radiographs': (['--data', 'l.csv', '--out', 'O'], [train_radiographs, train_multiview], {'track', 'study_col'}),  # --study-col: train_multiview
+    'train mrnet': (['--data', 'D', '--out', 'O'], [train_mrnet], {'track', 'launch'}),  # --track wraps the recipe in kneeai.tracking.tracked; --launch re-runs the command in N processes
+    'train radiographs': (['--data', 'l.csv', '--out', 'O'], [train_radiographs, train_multiview], {'track', 'study_col', 'launch'}),  # --study-col: train_multiview
     'predict': (['--model', 'M', 'e'], [Predictor.load, Predictor.predict_split], {'model', 'exams', 'data', 'csv'}),
     'demo': ([], [mrnet_demo], set()),
     'explain': (['--model', 'M', 'e', '--out', 'O'], [explain], set()),
