@@ -419,18 +419,21 @@ def predict_split(self:Predictor, data, # An MRNet folder
 
 # %% ../nbs/09_learner.ipynb #71cf6d21
 @patch
+def _batch_probs(self:Predictor, names:list, batch, bs:int, index:str) -> pd.DataFrame:
+    "Probabilities of the items `names`, `bs` at a time: `batch(some_names)` gives the model's inputs"
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(names), bs): out.append(output_probs(self.model(*[o.to(self.device) for o in batch(names[i:i+bs])]), self.cfg).float().cpu())
+    probs = torch.cat(out).numpy() if out else np.zeros((0, len(self.names)), np.float32)
+    return pd.DataFrame(probs, index=pd.Index(names, name=index), columns=self.names)
+
+@patch
 def image_probs(self:Predictor, xs:dict, # name -> prepared image `(C, H, W)`, from `load_radiograph(fn, **cfg['data'])`
                 bs:int=16, # Images per forward pass
                ) -> pd.DataFrame:
     "Per-class (or per-label) probabilities of prepared images, one row per name"
     self._need('images')
-    names,out = list(xs),[]
-    with torch.inference_mode():
-        for i in range(0, len(names), bs):
-            x = torch.stack([torch.as_tensor(xs[n]).as_subclass(Tensor) for n in names[i:i+bs]]).to(self.device)
-            out.append(output_probs(self.model(x), self.cfg).float().cpu())
-    probs = torch.cat(out).numpy() if out else np.zeros((0, len(self.names)), np.float32)
-    return pd.DataFrame(probs, index=pd.Index(names, name='file'), columns=self.names)
+    return self._batch_probs(list(xs), lambda ns: [torch.stack([torch.as_tensor(xs[n]).as_subclass(Tensor) for n in ns])], bs, 'file')
 
 # %% ../nbs/09_learner.ipynb #8325e844
 @patch
@@ -509,13 +512,7 @@ def study_probs(self:Predictor, xs:dict, # name -> (prepared images `(n, C, H, W
                ) -> pd.DataFrame:
     "Per-class (or per-label) probabilities of prepared studies, one row per name"
     self._need('studies')
-    names,out = list(xs),[]
-    with torch.inference_mode():
-        for i in range(0, len(names), bs):
-            x,v = _pad_studies([(torch.as_tensor(xs[n][0]).as_subclass(Tensor), torch.as_tensor(xs[n][1])) for n in names[i:i+bs]])
-            out.append(output_probs(self.model(x.to(self.device), v.to(self.device)), self.cfg).float().cpu())
-    probs = torch.cat(out).numpy() if out else np.zeros((0, len(self.names)), np.float32)
-    return pd.DataFrame(probs, index=pd.Index(names, name='study'), columns=self.names)
+    return self._batch_probs(list(xs), lambda ns: _pad_studies([(torch.as_tensor(xs[n][0]).as_subclass(Tensor), torch.as_tensor(xs[n][1])) for n in ns]), bs, 'study')
 
 # %% ../nbs/09_learner.ipynb #dee26722
 @patch
