@@ -44,6 +44,12 @@ def _balanced_epochs(n_epochs=2):
     dl = RankDL(BalancedDL(list(range(len(Y_BAL))), bs=4, k=1, labels=Y_BAL, seed=0))
     return [[b.tolist() for b in dl] for _ in range(n_epochs)]
 
+def _weighted_batches(dl_cls):
+    "One epoch of fastai's weighted sampling (`ClassWeightedDL`: draws with replacement), through `dl_cls`"
+    from kneeai.sampling import ClassWeightedDL, example_weights
+    np.random.seed(0)  # WeightedDL draws from numpy's global generator
+    return [b.tolist() for b in dl_cls(ClassWeightedDL(list(range(len(Y_BAL))), bs=4, wgts=example_weights(Y_BAL), shuffle=True))]
+
 def _writes_under(root:Path) -> list:
     "Start recording every file this process opens for writing (or renames) under `root`; the list it fills"
     import sys
@@ -73,6 +79,8 @@ def _rank_work(rank, data, tmp):
         with data_parallel(learn, sync_bn=True): pass
     except KneeaiError as e: res['sync_bn_error'] = str(e)
     res['balanced'] = _balanced_epochs()
+    from kneeai.distributed import RankDL
+    res['weighted'] = _weighted_batches(RankDL)
     writes = _writes_under(tmp) if rank else None
     r = train_mrnet(data, tmp/'run', arch='small_cnn', pretrained=False, in_chans=1, epochs=1, bs=BS, size=32, valid_pct=.5, n_boot=50,
                     test_split='train', seed=0, device='cpu', num_workers=0, progress=False, mixed_precision=False)
@@ -161,6 +169,15 @@ def test_balanced_batches_per_rank(two_ranks):
         dealt = [b for s in range(2) for b in (r0['balanced'][e][s], r1['balanced'][e][s])]
         assert dealt == epoch + epoch[:1]
         assert {i for b in dealt for i in b} == set(range(len(Y_BAL)))
+
+def test_weighted_sampling_per_rank(two_ranks):
+    "Weighted sampling draws once (rank 0's draw, broadcast); the ranks' batches, dealt in turn, are the one-process draw (padded to full batches)"
+    (r0,r1),_ = two_ranks
+    one = _weighted_batches(lambda dl: dl)
+    dealt = [b for s in range(len(r0['weighted'])) for b in (r0['weighted'][s], r1['weighted'][s])]
+    assert len(dealt) == 2*len(r0['weighted']) and all(len(b) == 4 for b in dealt)
+    flat,draw = [i for b in dealt for i in b],[i for b in one for i in b]  # the draw, then its start again as padding
+    assert flat[:len(draw)] == draw and flat[len(draw):] == draw[:len(flat) - len(draw)]
 
 def test_fastai_distributed_dl_splits_balanced_batches():
     "Why `RankDL`: fastai's `DistributedDL` cuts rank slices inside a balanced batch, leaving batches without some class"
