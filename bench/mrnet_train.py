@@ -14,6 +14,13 @@ Timing: training epochs only (data loading and augmentation included, validation
 counting. Printed: exams/s, slices/s, training GFLOP/s (FLOPs counted by torch on a forward+backward) and that as a
 fraction of the matmul's GFLOP/s, and the load average before and after.
 Usage: `python bench/mrnet_train.py [--n 16 --size 256 --planes sagittal --tasks acl --bs 8 --workers 2 --rounds 2]`.
+
+`--frozen`: epochs with the body frozen (fine_tune's first phase, a linear probe), the ordinary way (every exam through the
+CNN each epoch, augmentation included) against `kneeai.learner.fit_head_cached` (features of the un-augmented exams
+computed once, then head epochs on them), at the reference's configuration (AlexNet, 256 px, batch size 1, one plane and
+task), float32 on both sides, `--rounds` interleaved rounds; wall and CPU seconds (this process, all threads) of one
+ordinary epoch (training and validation) and of the cached fit for 1 and `--head-epochs` epochs (caching included), the
+speed-ups for 1 and for that many epochs, and the load average.
 """
 import argparse, json, tempfile, time, warnings, sys
 from pathlib import Path
@@ -128,6 +135,59 @@ def run(data=None, n=16, size=256, arch='alexnet', planes='sagittal', tasks='acl
     log(f'{load_avg()} at the end')
     return res
 
+def _timed(fn) -> tuple[float, float]:
+    "(wall, CPU) seconds of `fn()`"
+    w,c = time.perf_counter(),time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+def run_frozen(data=None, n=16, size=256, arch='alexnet', planes='sagittal', tasks='acl', bs=1, device=None, rounds=2,
+               head_epochs=10, log=print) -> dict:
+    "Frozen-body epochs, the ordinary way against cached features; returns the figures as a dict"
+    from kneeai.learner import fit_head_cached
+    dev = get_device(device)
+    planes,tasks = _names(planes, PLANES),_names(tasks, MRNET_TASKS)
+    log(f'{load_avg()} at the start')
+    if data is None:
+        data = Path(tempfile.mkdtemp())/'mrnet'
+        synth_mrnet(data, n_train=n + 2, n_valid=1, size=size, seed=0, progress=False, prevalence=dict(abnormal=.8, acl=.5, meniscus=.5))
+    df = mrnet_df(Path(data), 'train', tasks, planes)
+    set_seed(0)
+    dls = mrnet_dls(data, tasks, planes, bs=bs, valid_ids=list(df.id.iloc[-2:]), device=dev)
+    learn = kneeai_learner(dls, arch, False)
+    learn.freeze()
+    def ordinary():
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    times = dict(ordinary=[], cached_1=[], cached_k=[])
+    ordinary(); fit_head_cached(learn, 1, 1e-3, progress=False)  # warm-up
+    for _ in range(rounds):
+        times['ordinary'].append(_timed(ordinary))
+        times['cached_1'].append(_timed(lambda: fit_head_cached(learn, 1, 1e-3, progress=False)))
+        times['cached_k'].append(_timed(lambda: fit_head_cached(learn, head_epochs, 1e-3, progress=False)))
+    best = {k: (min(w for w,_ in v), min(c for _,c in v)) for k,v in times.items()}
+    res = dict(device=str(dev), arch=arch, size=size, planes=planes, tasks=tasks, bs=bs, n_train=len(dls.train_ds), n_valid=len(dls.valid_ds),
+               head_epochs=head_epochs, rounds=rounds, threads=torch.get_num_threads(),
+               seconds={k: dict(wall=[round(w, 2) for w,_ in v], cpu=[round(c, 2) for _,c in v]) for k,v in times.items()},
+               speedup_1=dict(wall=round(best['ordinary'][0]/best['cached_1'][0], 2), cpu=round(best['ordinary'][1]/best['cached_1'][1], 2)),
+               speedup_k=dict(wall=round(head_epochs*best['ordinary'][0]/best['cached_k'][0], 2),
+                              cpu=round(head_epochs*best['ordinary'][1]/best['cached_k'][1], 2)),
+               load_avg_end=load_avg())
+    log(f'{load_avg()} at the end')
+    return res
+
+def report_frozen(res:dict) -> str:
+    "The frozen-body figures as plain text"
+    s,k = res['seconds'],res['head_epochs']
+    return '\n'.join([
+        f"frozen body: {res['arch']}, {res['size']} px, planes {','.join(res['planes'])}, tasks {','.join(res['tasks'])}, bs {res['bs']}, "
+        f"{res['n_train']} training + {res['n_valid']} held-out exams, device {res['device']}, {res['threads']} torch threads, float32",
+        f"one ordinary frozen epoch (training + validation): wall {s['ordinary']['wall']} s, CPU {s['ordinary']['cpu']} s per round",
+        f"cached, 1 head epoch (caching included):        wall {s['cached_1']['wall']} s, CPU {s['cached_1']['cpu']} s",
+        f"cached, {k} head epochs (caching included):       wall {s['cached_k']['wall']} s, CPU {s['cached_k']['cpu']} s",
+        f"speed-up, 1 epoch (fine_tune's frozen phase): {res['speedup_1']['wall']}x wall, {res['speedup_1']['cpu']}x CPU",
+        f"speed-up, {k} epochs (a linear probe): {res['speedup_k']['wall']}x wall, {res['speedup_k']['cpu']}x CPU",
+        "(the ordinary epochs augment each exam; the cached features are of the un-augmented exams)"])
+
 def kneeai_auto_choice(learn) -> str:
     "What mixed_precision='auto' chooses for this learner's model and data on this machine (measured once, then cached)"
     try: from kneeai.learner import amp_decision
@@ -159,7 +219,7 @@ def main():
     ap.add_argument('--arch', default='alexnet', help="backbone (default: alexnet, the reference's)")
     ap.add_argument('--planes', default='sagittal', help="comma-separated planes or 'all' (default: sagittal)")
     ap.add_argument('--tasks', default='acl', help="comma-separated tasks or 'all' (default: acl)")
-    ap.add_argument('--bs', type=int, default=8, help="kneeai's exams per batch (default: 8, train_mrnet's)")
+    ap.add_argument('--bs', type=int, default=None, help="kneeai's exams per batch (default: 8, train_mrnet's; with --frozen 1, the reference's)")
     ap.add_argument('--workers', type=int, default=min(11, torch.multiprocessing.cpu_count()),
                     help="reference loader's worker processes (the reference: 11; default: that or the CPU count)")
     ap.add_argument('--device', default=None)
@@ -168,7 +228,15 @@ def main():
     ap.add_argument('--kneeai', default='fp32,bf16', help="kneeai variants: fp32, bf16, auto (default: fp32,bf16)")
     ap.add_argument('--no-reference', action='store_true', help='time kneeai only')
     ap.add_argument('--json', default=None, help='also write the figures to this JSON file')
+    ap.add_argument('--frozen', action='store_true', help='time frozen-body epochs, the ordinary way against cached features')
+    ap.add_argument('--head-epochs', type=int, default=10, help='with --frozen: head epochs of the longer cached fit (default: 10)')
     a = ap.parse_args()
+    if a.frozen:
+        res = run_frozen(a.data, a.n, a.size, a.arch, a.planes, a.tasks, a.bs or 1, a.device, a.rounds, a.head_epochs)
+        print(report_frozen(res))
+        if a.json: Path(a.json).write_text(json.dumps(res, indent=2))
+        return
+    a.bs = a.bs or 8
     res = run(a.data, a.n, a.size, a.arch, a.planes, a.tasks, a.bs, a.workers, a.device, a.rounds,
               tuple(a.kneeai.split(',')), not a.no_reference)
     print(report(res))
