@@ -128,8 +128,8 @@ def tracked(f, # A recipe returning a dict with `out` (and `report`), taking `cb
             nested:bool=False, # A child of the run open now (e.g. a tuning trial)
             **kwargs, # `f`'s arguments
            ) -> dict:
-    "Call `f(**kwargs)`, in an MLflow run holding its parameters, epoch metrics, report, plots and model when `track` is set"
-    if track is None or track is False: return f(**kwargs)
+    "Call `f(**kwargs)`, in an MLflow run holding its parameters, epoch metrics, report, plots and model when `track` is set (on rank 0 only, when data-parallel)"
+    if track is None or track is False or rank_distrib(): return f(**kwargs)  # one run per training: rank 0 logs it
     uri = None if track is True or track == '' else track
     with mlflow_run(uri, experiment, run_name or f.__name__, _call_params(f, kwargs), nested) as run:
         res = f(**{**kwargs, 'cbs': L(kwargs.get('cbs')) + [MLflowLog()]})
