@@ -15,11 +15,14 @@ from .sampling import *
 from .models import *
 from .metrics import *
 from .learner import *
+from .distributed import *
 from .tracking import *
 from .train import *
 from .radiograph_train import *
+from .multiview import *
 from .pretrain import *
 from .semisup import *
 from .tune import *
 from .interpret import *
 from .demo import *
+from .active import *
