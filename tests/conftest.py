@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 
 def kneeai_exe() -> str:
-    "The `kneeai` console script of this environment"
-    exe = Path(sys.executable).parent/'kneeai'
-    if exe.exists(): return str(exe)
-    found = shutil.which('kneeai')
-    if not found: pytest.fail('the kneeai console script is not installed: run `make install`')
-    return found
+    "The `kneeai` console script of this environment (`kneeai.distributed.kneeai_exe`, which `--launch` runs), or a failed test"
+    from kneeai.core import KneeaiError
+    from kneeai.distributed import kneeai_exe
+    try: return kneeai_exe()
+    except KneeaiError as e: pytest.fail(f'{e}: run `make install`')
 
 def _exit_status(e:SystemExit, err) -> int:
     "What the interpreter makes of `SystemExit(code)`: None is 0, an int itself, anything else printed and 1"
