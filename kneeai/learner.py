@@ -28,8 +28,9 @@ from .metrics import report_markdown
 # %% auto #0
 __all__ = ['AMP_CACHE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'CSVLog', 'SaveBestModel', 'EarlyStopping', 'cpu_bf16_native',
            'CPUMixedPrecision', 'amp_decision', 'TrainMixedPrecision', 'amp_callback', 'EpochLog', 'interactive',
-           'progress_ctx', 'training_callbacks', 'fit_recipe', 'write_report', 'save_model', 'load_model',
-           'predict_probs', 'Predictor', 'predict_exams', 'predict_split', 'predict_images', 'predict_studies']
+           'progress_ctx', 'training_callbacks', 'feature_head', 'frozen_features', 'CachedFeatures', 'fit_head_cached',
+           'fit_recipe', 'write_report', 'save_model', 'load_model', 'predict_probs', 'Predictor', 'predict_exams',
+           'predict_split', 'predict_images', 'predict_studies']
 
 # %% ../nbs/09_learner.ipynb #8301a3ce
 class CSVLog(CSVLogger):
@@ -250,18 +251,112 @@ def training_callbacks(device=None, # Where the model trains (for mixed precisio
     amp = amp_callback(get_device(device), mixed_precision)
     return cbs + ([amp] if amp is not None else [])
 
+# %% ../nbs/09_learner.ipynb #588c7bc8
+def feature_head(model:nn.Module, # A model with a `features` method and a `head` (`TripleMRNet`, `RadiographNet`)
+                ) -> nn.Module:
+    "What `model` applies to the output of `model.features`: its `head`, after its dropout `drop` where it has one"
+    if not (callable(getattr(model, 'features', None)) and isinstance(getattr(model, 'head', None), nn.Module)):
+        raise ModelError(type(model).__name__, 'training on cached features needs a model with a `features` method and a `head` module',
+                         hint='TripleMRNet and RadiographNet have both')
+    drop = getattr(model, 'drop', None)
+    return model.head if drop is None else nn.Sequential(drop, model.head)
+
+# %% ../nbs/09_learner.ipynb #71b47a8c
+def frozen_features(model:nn.Module, # A model with `features` (see `feature_head`)
+                    dl, # Batches `(*inputs, *targets)`
+                    n_inp:int|None=None, # Inputs per batch (default: `dl.n_inp`)
+                   ) -> tuple:
+    "`model.features` of every item of `dl` (eval mode, no gradients; float32 on the CPU) and the items' targets"
+    n_inp,was = ifnone(n_inp, getattr(dl, 'n_inp', 1)),model.training
+    fs,ys = [],[]
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for b in dl:
+                fs.append(model.features(*b[:n_inp]).float().cpu())
+                ys.append([y.cpu() for y in b[n_inp:]])
+    finally: model.train(was)
+    return torch.cat(fs), tuple(torch.cat(y) for y in zip(*ys))
+
+# %% ../nbs/09_learner.ipynb #08a1c00e
+class CachedFeatures(torch.utils.data.Dataset):
+    "Items `(features, *targets)` from cached features `(n, nf)`, or from `k` augmented passes `(k, n, nf)`: pass `epoch % k`"
+    n_inp = 1
+    def __init__(self, x:torch.Tensor, ys:tuple, vocab=None): self.x,self.ys,self.vocab,self.epoch = x,ys,vocab,0
+    def __len__(self): return self.x.shape[-2]
+    def __getitem__(self, i):
+        x = self.x[self.epoch % len(self.x)] if self.x.ndim == 3 else self.x
+        return (x[i], *[y[i] for y in self.ys])
+
+# %% ../nbs/09_learner.ipynb #6bb05224
+import random
+
+def _split_idx(dl, i:int):
+    "Run `dl`'s random transforms as on split `i` (0: training, augmented; 1: validation, not)"
+    f = getattr(dl.dataset, 'set_split_idx', None)
+    return f(i) if f is not None else contextlib.nullcontext()
+
+@contextlib.contextmanager
+def _rng_kept(device:torch.device):
+    "Leave Python's and torch's random states (and CUDA's) as they were"
+    st = random.getstate()
+    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+        try: yield
+        finally: random.setstate(st)
+
+class _PassOfEpoch(Callback):
+    def before_epoch(self): self.dls.train.dataset.epoch = self.epoch
+
+# %% ../nbs/09_learner.ipynb #25ac9e9e
+def fit_head_cached(learn:Learner, # A learner whose model has `features` and `head` (see `feature_head`); its body is not trained
+                    n_epoch:int, # Epochs of head training
+                    lr=1e-3, # Learning rate, as `fit_one_cycle`'s
+                    n_aug:int=0, # 0: features of the un-augmented training items; k: of k augmented passes, epoch e reading pass e % k
+                    bs:int|None=None, # Items per batch (default: the loaders')
+                    progress:bool=True, # See `progress_ctx`
+                    **kwargs, # Passed to `fit_one_cycle` (e.g. `pct_start`)
+                   ) -> Learner:
+    "`learn.fit_one_cycle` with the body frozen (and in eval mode) on features computed once; the head's record is `learn.head_history`"
+    model,dls = learn.model,learn.dls
+    head = feature_head(model)
+    with _rng_kept(get_device(dls.device)):  # caching draws nothing that the ordinary loop would (batch order, dropout)
+        tdl = dls.valid.new(dataset=dls.train.dataset)  # every training item once, in order
+        with _split_idx(tdl, 0 if n_aug else 1):
+            passes = [frozen_features(model, tdl, dls.n_inp) for _ in range(max(n_aug, 1))]
+        xt = torch.stack([p[0] for p in passes]) if n_aug else passes[0][0]
+        xv,yv = frozen_features(model, dls.valid, dls.n_inp)
+        vocab,tfms = getattr(dls.train.dataset, 'vocab', None),dict(after_item=None, before_batch=None, after_batch=None, num_workers=0)
+        extra = dict(wgts=dls.train.wgts) if hasattr(dls.train, 'wgts') else {}  # fastai's WeightedDL
+        ftrain = dls.train.new(dataset=CachedFeatures(xt, passes[0][1], vocab), bs=ifnone(bs, dls.train.bs), **tfms, **extra)
+        fvalid = dls.valid.new(dataset=CachedFeatures(xv, yv, vocab), bs=ifnone(bs, dls.valid.bs), **tfms)
+    ftrain.rng.setstate(dls.train.rng.getstate())  # the batches the ordinary loop would draw...
+    hl = Learner(DataLoaders(ftrain, fvalid, path=dls.path, device=dls.device), head, loss_func=learn.loss_func, metrics=learn.metrics,
+                 opt_func=learn.opt_func, wd=learn.wd, wd_bn_bias=learn.wd_bn_bias, moms=learn.moms, path=learn.path, cbs=_PassOfEpoch())
+    with progress_ctx(hl, progress): hl.fit_one_cycle(n_epoch, lr, **kwargs)
+    dls.train.rng.setstate(ftrain.rng.getstate())  # ...and the loader's random state where that loop would leave it
+    if learn.opt is None: learn.create_opt()
+    for p,s in hl.opt.state.items(): learn.opt.state[p] = s  # the head's optimizer state carries over, as in `fine_tune`
+    learn.head_history = hl.recorder
+    return learn
+
 # %% ../nbs/09_learner.ipynb #27564d6b
 def fit_recipe(learn:Learner, # A learner from a kneeai learner factory
                epochs:int, # Epochs (after the head-only epoch when pretrained)
                lr:float, # Maximum learning rate
                pretrained:bool=False, # The body starts from pretrained weights: `fine_tune`; else `fit_one_cycle`
                progress:bool=True, # See `progress_ctx`
+               cache_frozen:bool=True, # Pretrained: the head-only epoch on cached features (`fit_head_cached`); False: through the CNN, as fastai does
               ) -> float:
     "Fit `learn` as kneeai's recipes do; the seconds it took"
     t0 = time.perf_counter()
-    with progress_ctx(learn, progress):
-        if pretrained: learn.fine_tune(epochs, lr)
-        else: learn.fit_one_cycle(epochs, lr)
+    if pretrained and cache_frozen:  # fastai's `fine_tune` with its defaults, the frozen epoch on cached features
+        fit_head_cached(learn, 1, lr, pct_start=.99, progress=progress)
+        learn.unfreeze()
+        with progress_ctx(learn, progress): learn.fit_one_cycle(epochs, slice(lr/200, lr/2), pct_start=.3, div=5.)
+    else:
+        with progress_ctx(learn, progress):
+            if pretrained: learn.fine_tune(epochs, lr)
+            else: learn.fit_one_cycle(epochs, lr)
     return round(time.perf_counter() - t0, 1)
 
 # %% ../nbs/09_learner.ipynb #497e2fe5

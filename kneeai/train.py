@@ -22,7 +22,7 @@ from .learner import training_callbacks, progress_ctx, fit_recipe, write_report,
 from .distributed import rank_device, data_parallel
 
 # %% auto #0
-__all__ = ['pos_weight', 'auto_pretrained', 'mrnet_learner', 'tune_thresholds', 'exam_features', 'fit_head_cached', 'train_mrnet']
+__all__ = ['pos_weight', 'auto_pretrained', 'mrnet_learner', 'tune_thresholds', 'train_mrnet']
 
 # %% ../nbs/09b_train.ipynb #32ee93ee
 def pos_weight(dls:DataLoaders # From `mrnet_dls`: its training items hold the task columns
@@ -90,37 +90,6 @@ def tune_thresholds(learn:Learner, # Trained on `mrnet_dls`
             warn(f'{t}: the tuning exams hold only one class, so its threshold stays 0.5')
             learn.thresholds[t] = 0.5
     return learn.thresholds
-
-# %% ../nbs/09b_train.ipynb #4c3b0522
-def exam_features(model:nn.Module, # A `TripleMRNet`
-                  dl, # Batches `(*volumes, lengths[, targets])`
-                 ) -> tuple[torch.Tensor, torch.Tensor|None]:
-    "Each exam's concatenated per-plane features `(n, n_planes*nf)` and its targets (or None)"
-    n_in = len(model.planes) + 1
-    fs,ys = [],[]
-    model.eval()
-    with torch.inference_mode():
-        for b in dl:
-            fs.append(model.features(*b[:n_in]).float().cpu())
-            if len(b) > n_in: ys.append(b[n_in].float().cpu())
-    return torch.cat(fs), (torch.cat(ys) if ys else None)
-
-# %% ../nbs/09b_train.ipynb #c4a2034a
-def fit_head_cached(learn:Learner, # From `mrnet_learner`; its backbones are not trained
-                    n_epoch:int, # Epochs of head training
-                    lr:float=1e-3, # Maximum learning rate of the one-cycle schedule
-                    bs:int=64, # Exams per batch of cached features (fewer training exams: one batch of all)
-                    progress:bool=True, # See `kneeai.learner.progress_ctx`
-                   ) -> Learner:
-    "Train only `learn.model.head`, by `fit_one_cycle` on features computed once per exam (no augmentation)"
-    model,dls = learn.model,learn.dls
-    train_dl = dls.train.new(shuffle=False, drop_last=False, after_batch=[t for t in dls.train.after_batch if getattr(t, 'split_idx', None) != 0])
-    (xt,yt),(xv,yv) = exam_features(model, train_dl),exam_features(model, dls.valid)
-    fdls = DataLoaders.from_dsets(TensorDataset(xt, yt), TensorDataset(xv, yv), bs=min(bs, len(xt)), device=dls.device)
-    hl = Learner(fdls, model.head, loss_func=learn.loss_func, metrics=auc_metrics(dls.data_config['tasks']))
-    with progress_ctx(hl, progress): hl.fit_one_cycle(n_epoch, lr)
-    learn.head_history = hl.recorder
-    return learn
 
 # %% ../nbs/09b_train.ipynb #4a35d383
 def _report_test(learn:Learner, data, split:str, out:Path, n_boot:int, seed:int, warning:str|None=None) -> dict:
