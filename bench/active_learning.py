@@ -10,7 +10,7 @@ seeds), the labels each strategy needs to reach random's final QWK, and saves th
     .venv/bin/python bench/active_learning.py --quick          # 1 seed, random and entropy, 1 round (a minute or two)
     .venv/bin/python bench/active_learning.py --table A.csv    # the summary and plot of runs saved earlier
 """
-import argparse, os, time, warnings
+import argparse, os, tempfile, time, warnings
 from pathlib import Path
 
 def main():
@@ -19,12 +19,12 @@ def main():
     p.add_argument('--strategies', nargs='+', default=['random', 'entropy', 'bald', 'coreset', 'hybrid'])
     p.add_argument('--rounds', type=int, default=5); p.add_argument('--epochs', type=int, default=8)
     p.add_argument('--size', type=int, default=64); p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--out', default='bench/out/active'); p.add_argument('--quick', action='store_true')
+    p.add_argument('--out', default=None, help='folder for the CSV and plot (default: a new temporary folder)'); p.add_argument('--quick', action='store_true')
     p.add_argument('--plot', default=None, help='where to save the plot (default: OUT/active_learning_kl.png)')
     p.add_argument('--table', nargs='+', default=None, help='only summarise these saved runs (csv files)')
     a = p.parse_args()
     import pandas as pd, torch
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(a.out or tempfile.mkdtemp(prefix='kneeai-al-')); out.mkdir(parents=True, exist_ok=True)
     if a.table: return report(pd.concat([pd.read_csv(f) for f in a.table], ignore_index=True), a.plot or out/'active_learning_kl.png')
     if a.quick: a.seeds,a.strategies,a.rounds = [0],['random', 'entropy'],1
     warnings.filterwarnings('ignore')
