@@ -360,6 +360,27 @@ def _add_train(sub):
     _add_train_mrnet(kinds)
     _add_train_radiographs(kinds)
 
+# %% ../nbs/13_cli.ipynb #f1fef115
+from .multiview import train_multiview
+
+def _multiview_options(p):
+    "`train radiographs`' options for a multi-view model (a model per study, given `--study-col`)"
+    d,g = _defaults(train_multiview),p.add_argument_group('multi-view: one model reads all images of a study')
+    g.add_argument('--study-col', dest='study_col', default=None,
+                   help='column naming the study (e.g. study_id, StudyInstanceUID): train a multi-view model on whole studies')
+    _opt(g, d, 'view_col', help="column naming each image's view (e.g. view, ViewPosition; default: none, any number of images per study)")
+    _opt(g, d, 'pool', choices=('mean', 'attention'), help="pool the views' features by a masked mean or masked attention (default: %(default)s)")
+    _opt(g, d, 'shared', '--per-view-bodies', action='store_false', help='one body per view (default: one body shared by the views)')
+    _opt(g, d, 'max_views', type=int, help='images per study (default: the largest study)')
+
+def _radiograph_trainer(args):
+    "`train_multiview` when `--study-col` is given, else `train_radiographs`"
+    if not args.study_col:
+        if args.view_col: raise DataError('--view-col', 'needs --study-col: views belong to the images of a study')
+        return train_radiographs
+    if args.sampler: raise DataError('--sampler', 'is not available for multi-view models', hint='drop --sampler or --study-col')
+    return train_multiview
+
 # %% ../nbs/13_cli.ipynb #b0c0d002
 def _predict(args):
     if bool(args.data) == bool(args.exams): raise DataError(reason='give exam folders or image files, or --data MRNET_DIR (with --split), not both')
@@ -693,27 +714,6 @@ def _add_manifest(sub):
     m.set_defaults(func=_manifest_merge)
 
 _SUBCOMMANDS.append(_add_manifest)
-
-# %% ../nbs/13_cli.ipynb #f1fef115
-from .multiview import train_multiview
-
-def _multiview_options(p):
-    "`train radiographs`' options for a multi-view model (a model per study, given `--study-col`)"
-    d,g = _defaults(train_multiview),p.add_argument_group('multi-view: one model reads all images of a study')
-    g.add_argument('--study-col', dest='study_col', default=None,
-                   help='column naming the study (e.g. study_id, StudyInstanceUID): train a multi-view model on whole studies')
-    _opt(g, d, 'view_col', help="column naming each image's view (e.g. view, ViewPosition; default: none, any number of images per study)")
-    _opt(g, d, 'pool', choices=('mean', 'attention'), help="pool the views' features by a masked mean or masked attention (default: %(default)s)")
-    _opt(g, d, 'shared', '--per-view-bodies', action='store_false', help='one body per view (default: one body shared by the views)')
-    _opt(g, d, 'max_views', type=int, help='images per study (default: the largest study)')
-
-def _radiograph_trainer(args):
-    "`train_multiview` when `--study-col` is given, else `train_radiographs`"
-    if not args.study_col:
-        if args.view_col: raise DataError('--view-col', 'needs --study-col: views belong to the images of a study')
-        return train_radiographs
-    if args.sampler: raise DataError('--sampler', 'is not available for multi-view models', hint='drop --sampler or --study-col')
-    return train_multiview
 
 # %% ../nbs/13_cli.ipynb #21e278da
 from .active import select_items, write_selection, STRATEGIES
