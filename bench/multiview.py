@@ -43,9 +43,12 @@ def main(argv=None):
     tst = study_table(df)[lambda d: d.split == 'test'].set_index('study_id')
     lv = df.groupby('study_id').lesion_views.first()
     one = (tst.fracture == 0) | lv.loc[tst.index].isin(['AP', 'LAT'])
-    print(f'{len(df)} images, {len(st)} studies ({int(st.fracture.sum())} fractured; of those with two views, '
-          f"{int(lv[st.set_index('study_id').fracture == 1].isin(['AP', 'LAT']).sum())} show it in one view only); "
-          f'test: {len(tst)} studies ({int(tst.fracture.sum())} fractured, {int((one & (tst.fracture == 1)).sum())} in one view only); '
+    fs = st.set_index('study_id')[lambda d: d.fracture == 1]
+    two = fs.views.map(lambda v: len(set(v)) > 1)
+    print(f'{len(df)} images, {len(st)} studies ({len(fs)} fractured; {int(two.sum())} of them with both views, '
+          f"{int((two & lv[fs.index].isin(['AP', 'LAT'])).sum())} of those showing it in one view only); "
+          f'test: {len(tst)} studies ({int(tst.fracture.sum())} fractured, {int((one & (tst.fracture == 1)).sum())} seen in one view only, '
+          f'hidden from the other or in a study of one view); '
           f'synthesis {time.time()-t0:.0f} s', flush=True)
     common = dict(arch='small_cnn', size=a.size, epochs=a.epochs, lr=a.lr, device='cpu', n_boot=10, progress=False, csv_log=False)
     rows = []
