@@ -7,7 +7,7 @@ Same data, test studies (whole patients), body (`small_cnn`), input size, epochs
 - multi view: `train_multiview` (one shared body, masked mean over the views present) on the same rows grouped by study.
 Prints, per seed and pooled, the study-level fracture AUC with its 95 % bootstrap interval (`radiograph_report`, 2000
 resamples over studies), on all test studies and on the negatives plus the fractures seen in one view only.
-Run: .venv/bin/python bench/multiview.py [--n 600] [--size 96] [--epochs 12] [--seeds 0,1,2] [--one-view-rate 0.5]
+Run: .venv/bin/python bench/multiview.py [--n 1000] [--size 128] [--epochs 15] [--seeds 0,1,2] [--one-view-rate 0.5] [--pool attention] [--models image,multi]
 """
 import argparse, io, os, sys, time, tempfile, warnings
 from contextlib import redirect_stdout
@@ -27,11 +27,12 @@ def auc_ci(y, p1, seed):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument('--n', type=int, default=600); ap.add_argument('--size', type=int, default=96)
-    ap.add_argument('--synth-size', type=int, default=192); ap.add_argument('--epochs', type=int, default=12)
+    ap.add_argument('--n', type=int, default=1000); ap.add_argument('--size', type=int, default=128)
+    ap.add_argument('--synth-size', type=int, default=256); ap.add_argument('--epochs', type=int, default=15)
     ap.add_argument('--lr', type=float, default=3e-3); ap.add_argument('--seeds', default='0,1,2')
     ap.add_argument('--one-view-rate', type=float, default=.5); ap.add_argument('--data-seed', type=int, default=11)
     ap.add_argument('--threads', type=int, default=1); ap.add_argument('--out', type=Path, default=None)
+    ap.add_argument('--pool', default='mean', choices=('mean', 'attention')); ap.add_argument('--models', default='image,multi')
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     tmp = a.out or Path(tempfile.mkdtemp())
@@ -53,11 +54,11 @@ def main(argv=None):
     common = dict(arch='small_cnn', size=a.size, epochs=a.epochs, lr=a.lr, device='cpu', n_boot=10, progress=False, csv_log=False)
     rows = []
     for seed in map(int, a.seeds.split(',')):
-        for name in ('image level, mean per study', 'multi-view'):
+        for name in [n for n,k in (('image level, mean per study', 'image'), (f'multi-view ({a.pool})', 'multi')) if k in a.models.split(',')]:
             c1,w1 = time.process_time(),time.time()
             with redirect_stdout(io.StringIO()):
-                if name == 'multi-view':
-                    res = train_multiview(df, tmp/f'mv{seed}', view_col='view', bs=8, seed=seed, images=tmp/'xr', **common)
+                if name.startswith('multi-view'):
+                    res = train_multiview(df, tmp/f'mv{seed}', view_col='view', pool=a.pool, bs=8, seed=seed, images=tmp/'xr', **common)
                     pr = pd.read_csv(tmp/f'mv{seed}'/'test_predictions.csv').set_index('study_id')['1']
                 else:
                     res = train_radiographs(df, tmp/f'im{seed}', bs=16, seed=seed, images=tmp/'xr', **common)
