@@ -142,7 +142,7 @@ def multiview_learner(dls:DataLoaders, # From `multiview_dls`
                       pretrained:bool|str=False, # ImageNet weights (True; cached or downloadable) or a weight file
                       loss=None, # See `kneeai.radiograph_train.radiograph_loss`; 'coral' also gives the model a CORAL head
                       shared:bool=True, # One body for every view (False: one per view)
-                      pool:str='mean', # 'mean' (masked mean) or 'attention'
+                      pool:str='attention', # 'attention' (masked attention) or 'mean' (masked mean)
                       prior_bias:bool=False, # Start the linear head's bias at the log class priors
                       dropout:float=0., # Dropout before the head
                       monitor:str='auc', # Validation metric that picks the best epoch
@@ -178,7 +178,7 @@ def train_multiview(data, # Labels CSV (one row per image, file names relative t
                     images=None, # Folder of the images (default: the CSV's folder)
                     fn_col:str|None=None, label_col=None, patient_col:str|None='patient_id', # Columns, see `study_table`
                     arch:str='resnet18', pretrained:bool|str=False, loss=None, # See `multiview_learner`
-                    shared:bool=True, pool:str='mean', # One body for all views or one each; masked mean or attention
+                    shared:bool=True, pool:str='attention', # One body for all views or one each; masked attention or mean
                     size:int=224, in_chans:int=1, prep:bool|dict=True, clahe:float|None=None, # Input, see `multiview_dls`
                     max_views:int|None=None, # Images per study (default: the largest study)
                     epochs:int=10, bs:int=8, lr:float=1e-3, # Epochs (after one head-only epoch when pretrained), studies per batch, max learning rate
