@@ -17,18 +17,17 @@ from .volumes import load_volume
 from .radiographs import load_radiograph, RADIOGRAPH_TASKS
 from .deid import dicom_tags
 from .learner import Predictor, CONFIG_NAME
-from .serve import exam_volumes, study_volumes, _zip_is_study
+from .serve import exam_volumes, study_volumes, upload_kind, _zip_is_study
 from .interpret import exam_cams, image_cam, overlay, CAM_METHODS
 from .cli import MAX_UPLOAD_MB, add_app_options
 
 # %% auto #0
-__all__ = ['EXAM_KINDS', 'IMAGE_KINDS', 'upload_items', 'file_kind', 'check_upload_size', 'split_uploads', 'read_exam',
-           'load_app_model', 'exam_probs', 'result_table', 'result_json', 'result_csv', 'top_slices', 'slice_view',
-           'read_images', 'class_names', 'dicom_table', 'app_parser', 'app_args', 'demo_model_dir', 'model_choice',
-           'upload_views', 'study_upload_views', 'page']
+__all__ = ['EXAM_KINDS', 'IMAGE_KINDS', 'upload_items', 'check_upload_size', 'split_uploads', 'read_exam', 'load_app_model',
+           'exam_probs', 'result_table', 'result_json', 'result_csv', 'top_slices', 'slice_view', 'read_images',
+           'class_names', 'dicom_table', 'app_parser', 'app_args', 'demo_model_dir', 'model_choice', 'upload_views',
+           'study_upload_views', 'page']
 
 # %% ../nbs/14_app.ipynb #34de3d15
-_MAGIC = ((b'\x93NUMPY', 'npy'), (b'PK\x03\x04', 'zip'), (b'\x89PNG\r\n\x1a\n', 'png'), (b'\xff\xd8\xff', 'jpeg'))
 _EXAM_HINT = 'upload sagittal.npy, coronal.npy and axial.npy of one exam (the plane in each name), or a .zip holding them'
 _ANY_HINT = 'upload an MRNet exam (three .npy volumes or a .zip of them), DICOM radiographs, or PNG/JPEG images'
 
@@ -41,14 +40,6 @@ def upload_items(files # Streamlit `UploadedFile`s, paths, or `(name, bytes)` pa
         elif isinstance(f, (str, Path)): res.append((f'{Path(f).parent.name}/{Path(f).name}', Path(f).read_bytes()))
         else: res.append((f.name, f.getvalue()))
     return res
-
-# %% ../nbs/14_app.ipynb #c0d0e003
-def file_kind(data:bytes # The file's content (its first 132 bytes are enough)
-             ) -> str|None:
-    "'npy', 'zip', 'png', 'jpeg' or 'dicom' from the file's first bytes; None for anything else"
-    for magic,kind in _MAGIC:
-        if data.startswith(magic): return kind
-    return 'dicom' if data[128:132] == b'DICM' else None
 
 # %% ../nbs/14_app.ipynb #c0d0e00d
 def check_upload_size(files, # `(name, bytes)` pairs
@@ -68,7 +59,7 @@ def split_uploads(files # `(name, bytes)` pairs, from `upload_items`
     "The uploads of an MRNet exam and those of radiographs; an unsupported file, or both kinds at once, is a `DataError`"
     exam,imgs = [],[]
     for name,data in files:
-        kind = file_kind(data)
+        kind = upload_kind(data)
         if kind is None: raise DataError(name, 'not a file kneeai can read', hint=_ANY_HINT)
         (exam if kind in EXAM_KINDS else imgs).append((name, data))
     if exam and imgs: raise DataError(', '.join(n for n,_ in files), 'an MRNet exam and images were uploaded together', hint='upload one or the other')
@@ -82,7 +73,7 @@ def read_exam(files, # Three `.npy` volumes named after their planes, or one `.z
     "The volumes of one MRNet exam from uploaded files, read as `kneeai serve` reads them (`exam_volumes`, `study_volumes`)"
     files = upload_items(files)
     check_upload_size(files, max_mb)
-    study = len(files) == 1 and file_kind(files[0][1]) == 'zip' and _zip_is_study(files[0][1])  # a DICOM MR study, see kneeai.mri
+    study = len(files) == 1 and upload_kind(files[0][1]) == 'zip' and _zip_is_study(files[0][1])  # a DICOM MR study, see kneeai.mri
     return (study_volumes if study else exam_volumes)(files, planes, int(max_mb * 2**20))
 
 # %% ../nbs/14_app.ipynb #708c2d6e
@@ -168,7 +159,7 @@ def read_images(files, # DICOM, PNG or JPEG files (see `upload_items`)
     res = {}
     with tempfile.TemporaryDirectory() as d:
         for i,(name,data) in enumerate(files):
-            kind = file_kind(data)
+            kind = upload_kind(data)
             if kind not in IMAGE_KINDS: raise DataError(name, 'not a DICOM, PNG or JPEG file', hint=_ANY_HINT)
             name = _unique(name, res)
             (fn := Path(d)/f'{i}{_SUFFIX[kind]}').write_bytes(data)
@@ -231,7 +222,7 @@ def upload_views(files # DICOM, PNG or JPEG files (see `upload_items`)
     res = {}
     for name,data in upload_items(files):
         name = _unique(name, res)
-        try: res[name] = str(read_dicom(data, stop_before_pixels=True).get('ViewPosition', '') or '').strip().upper() if file_kind(data) == 'dicom' else ''
+        try: res[name] = str(read_dicom(data, stop_before_pixels=True).get('ViewPosition', '') or '').strip().upper() if upload_kind(data) == 'dicom' else ''
         except KneeaiError: res[name] = ''
     return res
 
@@ -380,7 +371,7 @@ def _image_section(st, pred, files, args, key, path, ctl):
         cols[j % len(cols)].image(view, caption=f'{name}: {names[t]}', width='stretch')
 
 def _dicom_section(st, files, phi):
-    dcm = [(n, d) for n,d in files if file_kind(d) == 'dicom']
+    dcm = [(n, d) for n,d in files if upload_kind(d) == 'dicom']
     if not dcm: return
     st.subheader('DICOM metadata')
     st.caption('Showing identifying attributes: do not share this page.' if phi else
