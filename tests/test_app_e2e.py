@@ -20,7 +20,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from kneeai.core import PLANES, MRNET_TASKS
 from kneeai.learner import predict_exams
-from test_app import make_model_and_exam
 from conftest import app_server
 
 CHROMIUM = os.environ.get('KNEEAI_CHROMIUM', '/usr/bin/chromium')
@@ -30,11 +29,11 @@ CHROMIUM_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic
                   '--disable-dev-shm-usage', '--window-size=1500,1250')
 
 @pytest.fixture(scope='module')
-def server(tmp_path_factory):
-    "`kneeai app` on a free port, with a tiny model (or $KNEEAI_E2E_MODEL); yields (url, model, exam)"
+def server(tmp_path_factory, tiny_models):
+    "`kneeai app` on a free port, with conftest's tiny model (or $KNEEAI_E2E_MODEL); yields (url, model, exam)"
     tmp = tmp_path_factory.mktemp('e2e')
     if os.environ.get('KNEEAI_E2E_MODEL'): model,exam = Path(os.environ['KNEEAI_E2E_MODEL']),Path(os.environ['KNEEAI_E2E_EXAM'])
-    else: model,exam = make_model_and_exam(tmp)
+    else: model,exam = tiny_models['mrnet'],tiny_models['exam']
     with app_server(model, tmp) as (url, _): yield url, model, exam
 
 @pytest.fixture(scope='module')

@@ -9,7 +9,6 @@ import os, signal, socket, subprocess, time
 import pytest
 
 pytest.importorskip('streamlit', reason='the app needs Streamlit: pip install "kneeai[app]"')
-from test_app import make_model_and_exam
 from conftest import kneeai_exe, free_port, wait_healthy
 
 def _port_free(port:int) -> bool:
@@ -27,8 +26,8 @@ def _group_alive(pgid:int) -> bool:
     return True
 
 @pytest.fixture(scope='module')
-def model(tmp_path_factory):
-    return make_model_and_exam(tmp_path_factory.mktemp('signals'))[0]
+def model(tiny_models):
+    return tiny_models['mrnet']
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
 def test_signal_to_kneeai_app_stops_the_server(model, sig, tmp_path):
