@@ -323,11 +323,12 @@ def _add_train_mrnet(kinds):
 def _none_word(s): return None if s.lower() == 'none' else s
 
 def _train_radiographs(args):
-    kw = _kwargs(args, train_radiographs)
+    f = _radiograph_trainer(args)
+    kw = _kwargs(args, f)
     if args.task == 'multilabel' and args.label_col: kw['label_col'] = _csv_list(args.label_col)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', NotLearntWarning)  # said once, plainly, below
-        res = tracked(train_radiographs, args.track, **kw)
+        res = tracked(f, args.track, **kw)
     if 'report' in res: print(format_report(res['report']).to_string())
     _warn_not_learnt(res)
     print(f"model, report, confusion matrix and training log in {res['out']}")
@@ -351,6 +352,7 @@ def _add_train_radiographs(kinds):
     _opt(r, d, 'loss', choices=('coral', *LOSS_KINDS), help='default: cross-entropy (BCE for multilabel); coral: ordinal head for schatzker/kl')
     _opt(r, d, 'sampler', choices=REBALANCE_KINDS, help='rebalance the training batches (default: none)')
     _opt(r, d, 'test_pct', type=float, help="part of the patients held out for the report, unless a 'split' column names test rows (default: %(default)s)")
+    _multiview_options(r)
     _fit_options(r, d)
     r.set_defaults(func=_train_radiographs)
 
@@ -386,7 +388,8 @@ def _predict(args):
     if bool(args.data) == bool(args.exams): raise DataError(reason='give exam folders or image files, or --data MRNET_DIR (with --split), not both')
     pred = Predictor.load(args.model, args.device, args.trust_pickle)
     df = (pred.predict_split(args.data, args.split) if args.data else
-          pred.predict_exams(args.exams) if pred.inputs == 'exams' else pred.predict_images(args.exams))
+          pred.predict_exams(args.exams) if pred.inputs == 'exams' else
+          pred.predict_studies(args.exams) if pred.inputs == 'studies' else pred.predict_images(args.exams))
     if args.csv: print(df.to_csv(float_format='%.6f'), end='')
     else: print(json.dumps({i: {k: (None if v != v else v) for k,v in r.items()} for i,r in df.to_dict('index').items()}, indent=2))
     if 'error' in df and df['error'].notna().any():
@@ -397,7 +400,7 @@ def _add_predict(sub):
     p,d = sub.add_parser('predict', help='per-task (per-class) probabilities of exams or radiographs',
                          description='Print per-task probabilities as JSON (or CSV).'),_defaults(Predictor.load, Predictor.predict_split)
     p.add_argument('--model', type=Path, required=True, help='a model folder (model.safetensors + config.json)')
-    p.add_argument('exams', nargs='*', type=Path, help='exam folders holding sagittal.npy, coronal.npy, axial.npy, or DICOM MR study folders or zips; for a radiograph model, DICOM or image files')
+    p.add_argument('exams', nargs='*', type=Path, help='exam folders holding sagittal.npy, coronal.npy, axial.npy, or DICOM MR study folders or zips; for a radiograph model, DICOM or image files; for a multi-view model, study folders of DICOM files')
     p.add_argument('--data', type=Path, help='or: an MRNet folder, to predict every exam of --split')
     _opt(p, d, 'split', help="the split of --data (default: %(default)s)")
     p.add_argument('--csv', action='store_true', help='CSV with an id column and one column per task')
