@@ -36,6 +36,9 @@ def main(src, dest):
                         check=True, capture_output=True, text=True).stdout
     rel = Path(src).parent.resolve().relative_to(Path(dest).parent.resolve()).as_posix()
     for i,(alt,fn) in enumerate(linked): md = md.replace(f'KNEEAI-LINKED-IMAGE-{i}-', f'![{alt}]({rel}/{fn})')
+    # plain links to files beside the notebook (e.g. a plot in nbs/images/) are made relative to the README as well
+    here = lambda fn: (Path(src).parent/fn).exists() and not (Path(dest).parent/fn).exists()
+    md = re.sub(r'(?<!!)\[([^\]]*)\]\((?!https?://|/|#)([^)\s]+)\)', lambda m: f'[{m[1]}]({rel}/{m[2]})' if here(m[2]) else m[0], md)
     Path(dest).write_text('<!-- generated from nbs/index.ipynb by `make readme`: edit the notebook, not this file -->\n\n' + md)
 
 if __name__ == '__main__': main(*sys.argv[1:3])
