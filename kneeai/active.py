@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.all import delegates, L
-from .core import PLANES, DataError, ModelError, atomic_write, set_seed
+from .core import PLANES, DataError, atomic_write, set_seed
 from .radiographs import IMAGE_SUFFIXES, radiograph_dls, patient_split, _fn_col
 from .volumes import mrnet_df
 from .models import output_probs
