@@ -67,16 +67,19 @@ def kneeai_epoch(learn, lr=1e-3, max_batches=None, slices=True):
         if max_batches and not cb.epochs: cb.after_train()
     return cb.epochs[-1]
 
+def _data(data, n_train:int, size:int) -> Path:
+    "`data`, or a new synthetic MRNet folder of `n_train` training exams (ACL tears in half of them)"
+    if data is not None: return Path(data)
+    data = Path(tempfile.mkdtemp())/'mrnet'
+    return synth_mrnet(data, n_train=n_train, n_valid=1, size=size, seed=0, progress=False, prevalence=dict(abnormal=.8, acl=.5, meniscus=.5))
+
 def run(data=None, n=16, size=256, arch='alexnet', planes='sagittal', tasks='acl', bs=8, workers=2, device=None,
         rounds=2, kneeai_modes=('fp32', 'bf16'), reference=True, log=print, matmul_n=2048) -> dict:
     "Measure; returns the figures as a dict (also used by bench/gpu_check.py)"
     dev = get_device(device)
     planes,tasks = _names(planes, PLANES),_names(tasks, MRNET_TASKS)
     log(f'{load_avg()} at the start')
-    if data is None:
-        data = Path(tempfile.mkdtemp())/'mrnet'
-        synth_mrnet(data, n_train=n + 1, n_valid=1, size=size, seed=0, progress=False, prevalence=dict(abnormal=.8, acl=.5, meniscus=.5))
-    data = Path(data)
+    data = _data(data, n + 1, size)
     df = mrnet_df(data, 'train', tasks, planes)
     valid_id = df.id.iloc[-1]
     set_seed(0)
@@ -148,10 +151,8 @@ def run_frozen(data=None, n=16, size=256, arch='alexnet', planes='sagittal', tas
     dev = get_device(device)
     planes,tasks = _names(planes, PLANES),_names(tasks, MRNET_TASKS)
     log(f'{load_avg()} at the start')
-    if data is None:
-        data = Path(tempfile.mkdtemp())/'mrnet'
-        synth_mrnet(data, n_train=n + 2, n_valid=1, size=size, seed=0, progress=False, prevalence=dict(abnormal=.8, acl=.5, meniscus=.5))
-    df = mrnet_df(Path(data), 'train', tasks, planes)
+    data = _data(data, n + 2, size)
+    df = mrnet_df(data, 'train', tasks, planes)
     set_seed(0)
     dls = mrnet_dls(data, tasks, planes, bs=bs, valid_ids=list(df.id.iloc[-2:]), device=dev)
     learn = kneeai_learner(dls, arch, False)

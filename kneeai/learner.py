@@ -454,6 +454,17 @@ def _with_errors(res:pd.DataFrame, names:list, errors:dict, index_name:str) -> p
     if errors: res['error'] = pd.Series(errors)
     return res
 
+def _prepare_each(items, names, default_name, what:str, prepare, arg:str='names') -> tuple:
+    "The inputs' names (given, or `default_name(item, j)`), `prepare(name, item)` by name, and the reason of each input that could not be prepared"
+    items = list(items)
+    names = [str(n) for n in names] if names is not None else [default_name(o, j) for j,o in enumerate(items)]
+    if len(names) != len(items): raise DataError(arg, f'{len(names)} {arg} for {len(items)} {what}')
+    xs,errors = {},{}
+    for n,o in zip(names, items):
+        try: xs[n] = prepare(n, o)
+        except KneeaiError as e: errors[n] = str(e)
+    return names, xs, errors
+
 class Predictor:
     "A saved model loaded once: per-task probabilities of MRNet exams, or per-class probabilities of radiographs"
     def __init__(self, model:nn.Module, # From `load_model`
@@ -491,13 +502,9 @@ def predict_exams(self:Predictor, exams, # Exam folders holding `<plane>.npy`, o
                  ) -> pd.DataFrame:
     "Per-task probabilities of exams, indexed by exam id; an unusable exam gets its reason in `error`"
     self._need('exams')
-    exams = list(exams)
-    ids = [str(i) for i in ids] if ids is not None else [Path(e).name if isinstance(e, (str, Path)) else f'exam{j}' for j,e in enumerate(exams)]
-    if len(ids) != len(exams): raise DataError('ids', f'{len(ids)} ids for {len(exams)} exams')
-    rows,errors = [],{}
-    for i,e in zip(ids, exams):
-        try: rows.append(exams_df([e], self.data['planes'], ids=[i]))  # checked once, exam by exam
-        except KneeaiError as err: errors[i] = str(err)
+    ids,rows,errors = _prepare_each(exams, ids, lambda e, j: Path(e).name if isinstance(e, (str, Path)) else f'exam{j}', 'exams',
+                                    lambda i, e: exams_df([e], self.data['planes'], ids=[i]), 'ids')  # checked once, exam by exam
+    rows = list(rows.values())
     res = (predict_probs(self.model, self.cfg, volume_dl(pd.concat(rows, ignore_index=True), bs=bs, device=self.device, **_inputs(self.data)))
            if rows else pd.DataFrame(columns=self.names))
     return _with_errors(res, ids, errors, 'id')
@@ -538,13 +545,8 @@ def predict_images(self:Predictor, images, # DICOM or image files, or 2-D arrays
                   ) -> pd.DataFrame:
     "Per-class probabilities of radiographs, indexed by file; an unusable file gets its reason in `error`"
     self._need('images')
-    images = list(images)
-    names = [str(n) for n in names] if names is not None else [str(o) if isinstance(o, (str, Path)) else f'image{j}' for j,o in enumerate(images)]
-    if len(names) != len(images): raise DataError('names', f'{len(names)} names for {len(images)} images')
-    xs,errors = {},{}
-    for n,o in zip(names, images):
-        try: xs[n] = load_radiograph(o, **self.data)
-        except KneeaiError as e: errors[n] = str(e)
+    names,xs,errors = _prepare_each(images, names, lambda o, j: str(o) if isinstance(o, (str, Path)) else f'image{j}', 'images',
+                                    lambda n, o: load_radiograph(o, **self.data))
     return _with_errors(self.image_probs(xs, bs), names, errors, 'file')
 
 # %% ../nbs/09_learner.ipynb #26f84d75
@@ -626,13 +628,8 @@ def predict_studies(self:Predictor, studies, # Study folders of DICOM files, lis
                    ) -> pd.DataFrame:
     "Per-class probabilities of radiograph studies, indexed by study; an unusable study gets its reason in `error`"
     self._need('studies')
-    studies = list(studies)
-    names = [str(n) for n in names] if names is not None else [Path(s).name if isinstance(s, (str, Path)) else f'study{j}' for j,s in enumerate(studies)]
-    if len(names) != len(studies): raise DataError('names', f'{len(names)} names for {len(studies)} studies')
-    xs,errors = {},{}
-    for n,s in zip(names, studies):
-        try: xs[n] = self.study_inputs(s)[:2]
-        except KneeaiError as e: errors[n] = str(e)
+    names,xs,errors = _prepare_each(studies, names, lambda s, j: Path(s).name if isinstance(s, (str, Path)) else f'study{j}', 'studies',
+                                    lambda n, s: self.study_inputs(s)[:2])
     return _with_errors(self.study_probs(xs, bs), names, errors, 'study')
 
 # %% ../nbs/09_learner.ipynb #2bc6eec8
