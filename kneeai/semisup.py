@@ -21,13 +21,16 @@ from .deid import dicom_meta
 from .preprocess import preprocess_folder
 from .synthetic_radiographs import synth_radiographs
 from .radiographs import radiograph_dls, patient_split
+from .sampling import train_labels
+from .models import CoralLoss, coral_probs
 from .metrics import binary_report
 from .radiograph_train import radiograph_learner
 from .pretrain import unit_range_fns, metadata_targets, metadata_dls, metadata_learner, image_dls, ssl_learner, save_body, transfer_body
 
 # %% auto #0
-__all__ = ['EFFICIENCY_METHODS', 'weak_augment', 'strong_augment', 'frozen_bn_stats', 'sharpen', 'SemiSupervised', 'MixMatch',
-           'FixMatch', 'EMA', 'efficiency_data', 'label_efficiency', 'efficiency_table']
+__all__ = ['EFFICIENCY_METHODS', 'weak_augment', 'strong_augment', 'frozen_bn_stats', 'sharpen', 'DistAlignment',
+           'SelfAdaptiveThreshold', 'SemiSupervised', 'MixMatch', 'FixMatch', 'EMA', 'efficiency_data',
+           'label_efficiency', 'efficiency_table']
 
 # %% ../nbs/11_semisup.ipynb #0f6a4aeb
 def weak_augment(flip:bool=True, # Random horizontal flip
@@ -101,16 +104,59 @@ def sharpen(p:torch.Tensor, # Probabilities: `(n, classes)` rows summing to 1, o
     p = p.pow(1/T)
     return p/p.sum(1, keepdim=True)
 
+# %% ../nbs/11_semisup.ipynb #9fd3eb24
+class DistAlignment:
+    "ReMixMatch's distribution alignment: probabilities times `prior` / running mean of the predictions, renormalised"
+    def __init__(self, prior, # Target class distribution (normalised here)
+                 momentum:float=.999): # Weight of the old running mean at each update (0: this batch's mean only)
+        self.prior = torch.as_tensor(prior, dtype=torch.float32)
+        self.prior,self.momentum,self.running = self.prior/self.prior.sum(),momentum,None
+
+    def __call__(self, p:torch.Tensor, # Class probabilities `(n, classes)` of unlabelled images
+                 update:bool=True) -> torch.Tensor: # Update the running mean with `p` first
+        p = p.detach().float()
+        if update:
+            m = p.mean(0)
+            self.running = m if self.running is None else self.running.to(p.device).lerp(m, 1 - self.momentum)
+        q = p*(self.prior.to(p.device)/self.running.clamp_min(1e-6))
+        return q/q.sum(1, keepdim=True).clamp_min(1e-12)
+
+# %% ../nbs/11_semisup.ipynb #17a9cd27
+class SelfAdaptiveThreshold:
+    "FreeMatch's self-adaptive thresholds (Wang et al., 2023): the running mean confidence, scaled per class"
+    def __init__(self, n_classes:int, # K
+                 momentum:float=.999): # Weight of the old running means at each update
+        self.momentum,self.glob,self.local = momentum,torch.tensor(1/n_classes),torch.full((n_classes,), 1/n_classes)
+
+    def update(self, p:torch.Tensor): # Class probabilities `(n, K)` of unlabelled images
+        "Update the running mean confidence and per-class mean probability with `p`"
+        p,w = p.detach().float(),1 - self.momentum
+        self.glob = self.glob.to(p.device).lerp(p.max(1).values.mean(), w)
+        self.local = self.local.to(p.device).lerp(p.mean(0), w)
+
+    @property
+    def thresholds(self) -> torch.Tensor:
+        "The threshold of each class"
+        return self.glob*self.local/self.local.max()
+
+    def __call__(self, p:torch.Tensor) -> torch.Tensor:
+        "The threshold of each image's predicted class, after updating with `p`"
+        self.update(p)
+        return self.thresholds[p.argmax(1)]
+
 # %% ../nbs/11_semisup.ipynb #a138b293
 class SemiSupervised(Callback):
-    "Base of `MixMatch` and `FixMatch`: unlabelled batches, augmentation in [0, 1], the task's probabilities and losses"
+    "Base of `MixMatch` and `FixMatch`: unlabelled batches, augmentation in [0, 1], the task's probabilities, losses and alignment"
     order = 5
     def __init__(self, dl_u, # The unlabelled DataLoader, e.g. `dls.test_dl(items)`; extra elements (hidden labels) are only used for logging
                  multi_label:bool|None=None, # Sigmoid outputs (True) or a softmax (False); default: from the learner's loss
                  class_weights=None, # Per-class weights (CE) or `pos_weight` (BCE); default: the learner's loss'
-                 n_inp:int|None=None): # Inputs per batch (default: the learner's DataLoaders' `n_inp`)
+                 n_inp:int|None=None, # Inputs per batch (default: the learner's DataLoaders' `n_inp`)
+                 dist_align:bool=False, # Align the unlabelled predictions to `prior` (`DistAlignment`; single-label tasks)
+                 prior=None, # Class prior of the alignment (default: the labelled training labels' frequencies, +1 each)
+                 da_momentum:float=.999): # Momentum of the alignment's running mean of the predictions
         store_attr()
-        self.history = []
+        self.history,self.coral,self.da = [],False,None
 
     _log_names = ()
     def before_fit(self):
@@ -119,6 +165,11 @@ class SemiSupervised(Callback):
         self.ml = ifnone(self.multi_label, _is_multilabel(self.learn.loss_func))
         w = ifnone(self.class_weights, _loss_weights(self.learn.loss_func))
         self.w = None if w is None else torch.as_tensor(w, dtype=torch.float32)
+        self.coral = isinstance(getattr(self.learn.loss_func, 'func', self.learn.loss_func), CoralLoss)
+        self.da = None
+        if self.dist_align and not self.ml:
+            prior = self.prior if self.prior is not None else np.bincount(train_labels(self.dls).astype(int), minlength=len(self.dls.vocab)) + 1.
+            self.da = DistAlignment(prior, self.da_momentum)
         self.stream = self._cycle()
         self.history = []
         self._mets = [ValueMetric(partial(self._stat, n), n) for n in self._log_names]
@@ -158,8 +209,15 @@ class SemiSupervised(Callback):
         return tuple(self.back(aug(self.to01(_plain(x)).clamp(0, 1)).clamp(0, 1)) if _is_image(x) else _plain(x) for x in xs)
 
     def probs(self, logits):
-        "Per-output sigmoid probabilities (multi-label) or a softmax over the classes"
-        return torch.sigmoid(logits.float()) if self.ml else logits.float().softmax(1)
+        "Per-output sigmoid probabilities (multi-label), CORAL's class probabilities, or a softmax over the classes"
+        if self.ml: return torch.sigmoid(logits.float())
+        return coral_probs(logits) if self.coral else logits.float().softmax(1)
+
+    def soft_loss(self, logits, q) -> torch.Tensor:
+        "Per-image loss of single-label `logits` against class probabilities `q`: CORAL's BCE on P(grade > k), or weighted CE"
+        x = logits.float()
+        if self.coral: return F.binary_cross_entropy_with_logits(x, q.flip(1).cumsum(1).flip(1)[:, 1:].clamp(0, 1), reduction='none').sum(1)
+        return -(q*x.log_softmax(1)*(1. if self.w is None else self._w(x))).sum(1)
 
     def targets(self, y, pred) -> torch.Tensor:
         "Labels as probabilities shaped like `pred`: one-hot classes, or the 0/1 outputs"
@@ -198,6 +256,7 @@ class MixMatch(SemiSupervised):
         us = [self.augment(xu, self.aug) for _ in range(self.K)]
         with torch.no_grad(), frozen_bn_stats(self.model):
             p = self.probs(self.model(*_cat_inputs(*us))).reshape(self.K, n, -1).mean(0)
+        if self.da is not None: p = self.da(p)
         q = sharpen(p, self.T, self.ml)
         tl = self.targets(self.yb[0], q)
         if yu: self._add('guess_acc', ((q > .5).float() == self.targets(yu[0], q)).float().mean() if self.ml else (q.argmax(1) == _plain(yu[0]).reshape(-1)).float().mean(), n)
@@ -222,7 +281,7 @@ class MixMatch(SemiSupervised):
         if not self.training: return
         px = self.pred.float()
         if self.ml: lx = F.binary_cross_entropy_with_logits(px, self.t_x, pos_weight=self._w(px))
-        else: lx = -(self.t_x*px.log_softmax(1)*(1. if self.w is None else self._w(px))).sum(1).mean()
+        else: lx = self.soft_loss(px, self.t_x).mean()
         lu = F.mse_loss(self.probs(self.p_u), self.t_u)
         lam = self.lambda_now()
         self.learn.loss_grad = lx + lam*lu
@@ -232,9 +291,10 @@ class MixMatch(SemiSupervised):
 # %% ../nbs/11_semisup.ipynb #923779a2
 class FixMatch(SemiSupervised):
     "FixMatch (Sohn et al., 2020) as a fastai callback drawing unlabelled batches from `dl_u`"
-    _log_names = ('loss_u', 'mask_rate', 'pl_acc', 'pl_acc_all')
+    _log_names = ('loss_u', 'mask_rate', 'pl_acc', 'pl_acc_all', 'tau')
     def __init__(self, dl_u, # Unlabelled DataLoader (same pipeline as the labelled one, e.g. `dls.test_dl(items)`)
-                 tau:float=.95, # Confidence threshold for a pseudo-label
+                 tau:float|str=.95, # Confidence threshold for a pseudo-label, or 'adaptive': FreeMatch's (`SelfAdaptiveThreshold`, single-label)
+                 tau_momentum:float=.999, # Momentum of the adaptive threshold's running means
                  lambda_u:float=1., # Weight of the unlabelled loss
                  mu:int=7, # Unlabelled images per labelled image in a step
                  weak:nn.Module|None=None, # Weak augmentation (default `weak_augment()`)
@@ -242,8 +302,13 @@ class FixMatch(SemiSupervised):
                  aug_labelled:bool=True, # Apply the weak augmentation to the labelled images too (as the paper)
                  **kwargs): # `multi_label`, `class_weights`, `n_inp`: see `SemiSupervised`
         super().__init__(dl_u, **kwargs)
-        store_attr('tau,lambda_u,mu,aug_labelled')
+        store_attr('tau,tau_momentum,lambda_u,mu,aug_labelled')
+        self.thr = None
         self.weak,self.strong = ifnone(weak, weak_augment()),ifnone(strong, strong_augment())
+
+    def before_fit(self):
+        super().before_fit()
+        self.thr = SelfAdaptiveThreshold(len(self.dls.vocab), self.tau_momentum) if self.tau == 'adaptive' else None
 
     def before_batch(self):
         if not self.training: return
@@ -263,15 +328,18 @@ class FixMatch(SemiSupervised):
         if not self.training: return
         p = self.probs(self.p_w)
         if self.ml: conf,pl = torch.maximum(p, 1 - p),(p > .5).float()
-        else: conf,pl = p.max(1)
-        mask = (conf >= self.tau).float()
+        else:
+            if self.da is not None: p = self.da(p)
+            conf,pl = p.max(1)
+        tau = self.thr(p) if self.thr is not None else torch.full_like(conf, float(self.tau))
+        mask = (conf >= tau).float()
         s = self.p_s.float()
         each = (F.binary_cross_entropy_with_logits(s, pl, pos_weight=self._w(s), reduction='none') if self.ml
-                else F.cross_entropy(s, pl, weight=self._w(s), reduction='none'))
+                else self.soft_loss(s, F.one_hot(pl, s.shape[1] + self.coral).float()))
         lu = (each*mask).mean()
         self.learn.loss_grad = self.loss_grad + self.lambda_u*lu
         self.learn.loss = self.loss_grad.clone()
-        self._add('loss_u', lu.detach(), self.n_u); self._add('mask_rate', mask.mean(), mask.numel())
+        self._add('loss_u', lu.detach(), self.n_u); self._add('mask_rate', mask.mean(), mask.numel()); self._add('tau', tau.mean(), tau.numel())
         if self.yu:
             right = (pl == self.targets(self.yu[0], p)).float() if self.ml else (pl == _plain(self.yu[0]).reshape(-1).to(pl.device)).float()
             self._add('pl_acc_all', right.mean(), right.numel())
