@@ -1,4 +1,4 @@
-"""Metadata pretraining from DICOM tags and self-supervised (SimCLR) pretraining on unlabelled images, and the
+"""Metadata pretraining from DICOM tags and self-supervised (SimCLR, BYOL) pretraining on unlabelled images, and the
 transfer of the pretrained body into kneeai's radiograph and MRNet learners.
 
 Docs: https://kneeai.github.io/kneeai/pretrain.html.md"""
@@ -7,7 +7,7 @@ Docs: https://kneeai.github.io/kneeai/pretrain.html.md"""
 
 # %% ../nbs/10_pretrain.ipynb #43e99683
 from __future__ import annotations
-import json
+import json, math
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
@@ -18,15 +18,17 @@ from fastai.callback.all import *
 from fastai.vision.core import TensorImageBW
 from fastai.vision.data import *
 from fastai.data.transforms import Normalize
+from copy import deepcopy
 from .core import PLANES, DataError, ModelError, atomic_write, npy_header, read_npy
 from .volumes import MRNET_MEAN, MRNET_STD, NormalizeVolume
 from .radiographs import RadiographBlock, GRAY_STATS
 from .models import create_backbone, body_file, save_weights, BODY_KIND, RadiographNet, radiograph_splitter
 
 # %% auto #0
-__all__ = ['VIEW_CLASSES', 'LATERALITY_CLASSES', 'METADATA_TARGETS', 'metadata_targets', 'metadata_dls', 'MultiTargetLoss',
-           'metadata_learner', 'metadata_review', 'save_body', 'load_body', 'transfer_body', 'nt_xent', 'NTXentLoss',
-           'ssl_augment', 'unit_range_fns', 'SimCLR', 'image_dls', 'ssl_learner', 'SliceOpen', 'mrnet_slice_dls']
+__all__ = ['VIEW_CLASSES', 'LATERALITY_CLASSES', 'METADATA_TARGETS', 'SSL_METHODS', 'metadata_targets', 'metadata_dls',
+           'MultiTargetLoss', 'metadata_learner', 'metadata_review', 'save_body', 'load_body', 'transfer_body',
+           'nt_xent', 'NTXentLoss', 'ssl_augment', 'unit_range_fns', 'SimCLR', 'image_dls', 'byol_loss', 'BYOLLoss',
+           'BYOL', 'ssl_learner', 'SliceOpen', 'mrnet_slice_dls']
 
 # %% ../nbs/10_pretrain.ipynb #26d1db1a
 VIEW_CLASSES = dict(
@@ -166,7 +168,7 @@ def save_body(body:nn.Module|Learner, # A backbone, or a learner whose model has
               fn, # The weight file to write (`.safetensors`); its config goes next to it as `.json`
               arch:str|None=None, # The backbone's name for `create_backbone` (default: the learner's)
               in_chans:int|None=None, # Its input channels (default: the learner's)
-              **extra, # More JSON-serialisable entries for the config (e.g. how it was pretrained)
+              **extra, # More JSON-serialisable entries for the config (e.g. the data; `pretraining`: the learner's method by default)
              ) -> Path:
     "Save a backbone's weights as safetensors, with a JSON config that `load_body` rebuilds it from"
     cfg = dict(getattr(body, 'body_config', {}))
@@ -175,7 +177,7 @@ def save_body(body:nn.Module|Learner, # A backbone, or a learner whose model has
     if arch is None or in_chans is None: raise ModelError(fn, 'save_body needs the architecture and input channels', hint='pass arch= and in_chans=')
     fn = Path(fn).with_suffix('.safetensors')
     save_weights(body, fn)
-    with atomic_write(fn.with_suffix('.json'), 'w') as f: json.dump(dict(kind=BODY_KIND, arch=arch, in_chans=in_chans, **extra), f, indent=1)
+    with atomic_write(fn.with_suffix('.json'), 'w') as f: json.dump(dict(kind=BODY_KIND, arch=arch, in_chans=in_chans, **{k: cfg[k] for k in ('pretraining',) if k in cfg}) | extra, f, indent=1)
     return fn
 
 # %% ../nbs/10_pretrain.ipynb #c6d01e57
@@ -236,11 +238,12 @@ def ssl_augment(size:int, # Side of the output views
                 gamma:tuple=(.7, 1.5), # Range of gamma
                 blur:float=.5, # Probability of a Gaussian blur (sigma 0.1 to 1.5 pixels)
                 noise:float=.03, # Standard deviation of added Gaussian noise (probability 0.5)
+                flip:bool=True, # Flip left-right (probability 0.5)
                ) -> nn.Module:
     "A kornia pipeline making one random view of each image `(bs, C, H, W)` in [0, 1]; the same for every channel"
     return K.AugmentationSequential(
         K.RandomResizedCrop((size, size), scale=(min_scale, 1.), ratio=(3/4, 4/3)),
-        K.RandomHorizontalFlip(),
+        K.RandomHorizontalFlip(p=.5 if flip else 0.),
         K.RandomAffine(degrees=rotate, p=.5),
         K.RandomBrightness((1 - exposure, 1 + exposure), p=.8),
         K.RandomContrast((1 - exposure, 1 + exposure), p=.8),
@@ -298,22 +301,85 @@ def image_dls(files, # Image files (DICOM, or PNG/npy from `kneeai preprocess`);
                        batch_tfms=Normalize.from_stats(mean, std))
     return dblock.dataloaders(files, bs=min(bs, len(files)), num_workers=num_workers, device=device, drop_last=True)
 
+# %% ../nbs/10_pretrain.ipynb #1ceda4b4
+def byol_loss(p:torch.Tensor, # Online predictions `(n, d)`
+              z:torch.Tensor, # Target projections of the other views `(n, d)` (no gradient flows into them)
+             ) -> torch.Tensor:
+    "BYOL's normalised mean squared error, `2 - 2 cos(p, z)` averaged over the rows"
+    return (2 - 2*F.cosine_similarity(p.float(), z.detach().float(), dim=-1)).mean()
+
+# %% ../nbs/10_pretrain.ipynb #d91879c3
+class BYOLLoss(Module):
+    "The symmetric BYOL loss; the prediction holds the online predictions of both views, then the target projections of both"
+    def forward(self, pred, *ys):
+        p1,p2,z1,z2 = pred.chunk(4)
+        return byol_loss(p1, z2) + byol_loss(p2, z1)
+
+# %% ../nbs/10_pretrain.ipynb #64ef59a9
+class BYOL(SimCLR):
+    "`SimCLR`'s views for BYOL: the model (body, projector, predictor) regresses a target copy of its body and projector, which follows it by EMA"
+    def __init__(self, aug:nn.Module|None=None, # From `ssl_augment` (default: `ssl_augment` at the batch's size)
+                 in_chans:int|None=None, # Repeat a gray batch to this many channels (for a 3-channel backbone)
+                 tau:float=.99): # The EMA's starting momentum, annealed to 1 by a cosine
+        super().__init__(aug, in_chans)
+        self.tau,self.target = tau,None
+
+    def online(self) -> nn.Module:
+        "The online network's body and projector, the parts the target copies"
+        return nn.ModuleList([self.learn.model.body, self.learn.model.head[0]])
+
+    def before_fit(self):
+        super().before_fit()
+        if self.target is None:  # made once: a second `fit` goes on with the same target
+            self.target = deepcopy(self.online()).requires_grad_(False)
+        self.target.to(one_param(self.learn.model).device)
+
+    def tau_at(self, pct:float) -> float:
+        "The EMA momentum after a share `pct` of training"
+        return 1 - (1 - self.tau)*(math.cos(math.pi*pct) + 1)/2
+
+    def after_pred(self):
+        body,proj = self.target
+        self.target.train(self.learn.model.training)  # batch statistics in the target too, as in the paper
+        with torch.no_grad(): z = proj(body(self.xb[0]).mean((-2, -1)))
+        self.learn.pred = torch.cat([self.pred, z.to(self.pred.dtype)])
+
+    @torch.no_grad()
+    def update_target(self, tau:float):
+        "Move the target towards the online network: `target = tau*target + (1-tau)*online` (buffers copied)"
+        online = self.online()
+        for t,o in zip(self.target.parameters(), online.parameters()): t.lerp_(o.detach(), 1 - tau)
+        for t,o in zip(self.target.buffers(), online.buffers()): t.copy_(o)
+
+    def after_step(self): self.update_target(self.tau_at(self.pct_train))
+
+# %% ../nbs/10_pretrain.ipynb #f6a62e2a
+def _mlp(n_in:int, n_hidden:int, n_out:int, bn:bool=False) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, n_hidden), *([nn.BatchNorm1d(n_hidden)] if bn else []), nn.ReLU(inplace=True), nn.Linear(n_hidden, n_out))
+
+SSL_METHODS = ('simclr', 'byol')
+
 # %% ../nbs/10_pretrain.ipynb #11388b06
 def ssl_learner(dls:DataLoaders, # Batches whose first element is images `(bs, C, H, W)`; labels, if any, are ignored
                 arch:str='small_cnn', # Backbone, see `kneeai.models.create_backbone`
+                method:str='simclr', # 'simclr' (`SimCLR`, `NTXentLoss`) or 'byol' (`BYOL`, `BYOLLoss`)
                 pretrained:bool|str=False, # Start from ImageNet weights (True) or a weight file
                 in_chans:int=1, # Channels the backbone takes (a gray image is repeated to fill them)
                 proj_dim:int=64, # Size of the projections the loss compares
-                temperature:float=.5, # NT-Xent temperature
+                temperature:float=.5, # SimCLR: the NT-Xent temperature
+                tau:float=.99, # BYOL: the EMA's starting momentum
                 aug:nn.Module|None=None, # The view pipeline (default: `ssl_augment` at the images' size)
+                cbs=None, # More callbacks (e.g. a log of each epoch)
                 **kwargs, # Passed to `Learner`
                ) -> Learner:
-    "A `Learner` that pretrains a backbone with SimCLR on `dls`' images"
+    "A `Learner` that pretrains a backbone with SimCLR or BYOL on `dls`' images; its body is `learn.model.body` (see `save_body`)"
+    if method not in SSL_METHODS: raise ModelError(method, 'unknown self-supervised method', hint=f'use one of {SSL_METHODS}')
     model = RadiographNet(arch, 1, in_chans, pretrained)
-    nf = model.nf
-    model.head = nn.Sequential(nn.Linear(nf, nf), nn.ReLU(inplace=True), nn.Linear(nf, proj_dim))
-    learn = Learner(dls, model, loss_func=NTXentLoss(temperature), cbs=SimCLR(aug, in_chans), splitter=radiograph_splitter, **kwargs)
-    learn.body_config = dict(arch=arch, in_chans=in_chans, nf=nf)
+    nf,byol = model.nf,method == 'byol'
+    model.head = nn.Sequential(_mlp(nf, nf, proj_dim, bn=byol), *([_mlp(proj_dim, nf, proj_dim, bn=True)] if byol else []))
+    cb,loss = (BYOL(aug, in_chans, tau),BYOLLoss()) if byol else (SimCLR(aug, in_chans),NTXentLoss(temperature))
+    learn = Learner(dls, model, loss_func=loss, cbs=L(cb) + L(cbs), splitter=radiograph_splitter, **kwargs)
+    learn.body_config = dict(arch=arch, in_chans=in_chans, nf=nf, pretraining=method)
     return learn
 
 # %% ../nbs/10_pretrain.ipynb #33a2278b
