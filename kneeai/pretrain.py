@@ -355,6 +355,7 @@ class BYOL(SimCLR):
 
 # %% ../nbs/10_pretrain.ipynb #f6a62e2a
 def _mlp(n_in:int, n_hidden:int, n_out:int, bn:bool=False) -> nn.Sequential:
+    "A projector or predictor: linear, (batch norm), ReLU, linear"
     return nn.Sequential(nn.Linear(n_in, n_hidden), *([nn.BatchNorm1d(n_hidden)] if bn else []), nn.ReLU(inplace=True), nn.Linear(n_hidden, n_out))
 
 SSL_METHODS = ('simclr', 'byol')
