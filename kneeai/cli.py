@@ -21,7 +21,7 @@ from .sampling import LOSS_KINDS, REBALANCE_KINDS
 from .metrics import format_report, NotLearntWarning
 from .learner import Predictor
 from .train import train_mrnet
-from .radiograph_train import train_radiographs
+from .radiograph_train import train_radiographs, task_recipe, RADIOGRAPH_RECIPES, ORDINAL_LOSSES
 from .interpret import explain, CAM_METHODS
 from .demo import mrnet_demo
 
@@ -325,6 +325,7 @@ def _none_word(s): return None if s.lower() == 'none' else s
 def _train_radiographs(args):
     f = _radiograph_trainer(args)
     kw = _kwargs(args, f)
+    if f is not train_radiographs: kw = {k: v for k,v in kw.items() if not (k in RADIOGRAPH_RECIPES['default'] and v is None)}  # a multi-view model: its own defaults
     if args.task == 'multilabel' and args.label_col: kw['label_col'] = _csv_list(args.label_col)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', NotLearntWarning)  # said once, plainly, below
@@ -332,6 +333,13 @@ def _train_radiographs(args):
     if 'report' in res: print(format_report(res['report']).to_string())
     _warn_not_learnt(res)
     print(f"model, report, confusion matrix and training log in {res['out']}")
+
+def _recipe_help(p):
+    "End the help of each option a task's recipe sets with its default per task (`RADIOGRAPH_RECIPES`)"
+    for a in p._actions:
+        if a.dest in RADIOGRAPH_RECIPES['default'] and a.default is None and a.help:
+            per = {t: task_recipe(t)[a.dest] for t in RADIOGRAPH_RECIPES if t != 'default'}
+            a.help = a.help.split(' (default')[0] + f" (default: the task's recipe, {', '.join(f'{t}: {v}' for t,v in per.items())}, otherwise {RADIOGRAPH_RECIPES['default'][a.dest]})"
 
 def _add_train_radiographs(kinds):
     r = kinds.add_parser('radiographs', help='a radiograph classifier from a labels CSV (DICOM or image files)',
@@ -344,16 +352,21 @@ def _add_train_radiographs(kinds):
     _opt(r, d, 'fn_col', help="file-name column (default: 'file', 'path' or 'fn', whichever is present)")
     _opt(r, d, 'patient_col', type=_none_word, help="patient column, for patient-grouped splits ('none': split images; default: %(default)s)")
     _opt(r, d, 'images', type=Path, help="folder the file names are relative to (default: the CSV's folder)")
-    _opt(r, d, 'arch', help="body: resnet18, densenet121, ..., a timm name, or small_cnn (quick on a CPU; default: %(default)s)")
+    _opt(r, d, 'arch', help="body: resnet18, densenet121, ..., a timm name, or small_cnn (quick on a CPU)")
     _opt(r, d, 'in_chans', type=int, choices=(1, 3), help='1: gray (first conv folded); 3: gray repeated (default: %(default)s)')
-    _opt(r, d, 'size', type=int, help='side of the square network input (default: %(default)s)')
+    _opt(r, d, 'size', type=int, help='side of the square network input')
+    _opt(r, d, 'flip', '--flip', action='store_const', const=True, help='random left-right flips in training')
+    _opt(r, d, 'flip', '--no-flip', action='store_const', const=False, help='no random flips')
+    _opt(r, d, 'side_col', help="column of each knee's side (L/R): every knee shown as a left one, in training and prediction ('none': as acquired)")
+    _opt(r, d, 'dropout', type=float, help='dropout before the head')
     _opt(r, d, 'prep', '--no-prep', action='store_false', help='DICOM: no knee crop, cleaning or CLAHE, only percentile scaling')
     _opt(r, d, 'clahe', type=float, help='CLAHE clip limit applied to every batch (e.g. 0.01; default: none)')
-    _opt(r, d, 'loss', choices=('coral', *LOSS_KINDS), help='default: cross-entropy (BCE for multilabel); coral: ordinal head for schatzker/kl')
-    _opt(r, d, 'sampler', choices=REBALANCE_KINDS, help='rebalance the training batches (default: none)')
+    _opt(r, d, 'loss', choices=(*ORDINAL_LOSSES, *LOSS_KINDS), help='ce: cross-entropy (BCE for multilabel); coral, cumlink: ordinal head for schatzker/kl')
+    _opt(r, d, 'sampler', choices=(*REBALANCE_KINDS, 'none'), help='rebalance the training batches')
     _opt(r, d, 'test_pct', type=float, help="part of the patients held out for the report, unless a 'split' column names test rows (default: %(default)s)")
     _multiview_options(r)
     _fit_options(r, d)
+    _recipe_help(r)
     r.set_defaults(func=_train_radiographs)
 
 def _add_train(sub):
@@ -389,7 +402,8 @@ def _predict(args):
     pred = Predictor.load(args.model, args.device, args.trust_pickle)
     df = (pred.predict_split(args.data, args.split) if args.data else
           pred.predict_exams(args.exams) if pred.inputs == 'exams' else
-          pred.predict_studies(args.exams) if pred.inputs == 'studies' else pred.predict_images(args.exams))
+          pred.predict_studies(args.exams) if pred.inputs == 'studies' else
+          pred.predict_images(args.exams, sides=[args.side]*len(args.exams) if args.side else None))
     if args.csv: print(df.to_csv(float_format='%.6f'), end='')
     else: print(json.dumps({i: {k: (None if v != v else v) for k,v in r.items()} for i,r in df.to_dict('index').items()}, indent=2))
     if 'error' in df and df['error'].notna().any():
@@ -404,6 +418,7 @@ def _add_predict(sub):
     p.add_argument('--data', type=Path, help='or: an MRNet folder, to predict every exam of --split')
     _opt(p, d, 'split', help="the split of --data (default: %(default)s)")
     p.add_argument('--csv', action='store_true', help='CSV with an id column and one column per task')
+    p.add_argument('--side', choices=('L', 'R'), type=str.upper, help="the knees' side, for a model trained in canonical orientation (default: each DICOM file's Image Laterality)")
     _shared(p, d, 'device')
     _opt(p, d, 'trust_pickle', action='store_true', help='allow a pickled fastai model (export.pkl): only one you made or trust')
     p.set_defaults(func=_predict)

@@ -542,11 +542,15 @@ def image_probs(self:Predictor, xs:dict, # name -> prepared image `(C, H, W)`, f
 def predict_images(self:Predictor, images, # DICOM or image files, or 2-D arrays
                    names=None, # The name of each image (default: the file as given, 'image0', ... for arrays)
                    bs:int=16, # Images per forward pass
+                   sides=None, # Each knee's side, L or R, for a model trained in canonical orientation (default: the DICOM header's)
                   ) -> pd.DataFrame:
     "Per-class probabilities of radiographs, indexed by file; an unusable file gets its reason in `error`"
     self._need('images')
-    names,xs,errors = _prepare_each(images, names, lambda o, j: str(o) if isinstance(o, (str, Path)) else f'image{j}', 'images',
-                                    lambda n, o: load_radiograph(o, **self.data))
+    images = list(images)
+    sides = [None]*len(images) if sides is None else list(sides)
+    if len(sides) != len(images): raise DataError('sides', f'{len(sides)} sides for {len(images)} images')
+    names,xs,errors = _prepare_each(list(zip(images, sides)), names, lambda o, j: str(o[0]) if isinstance(o[0], (str, Path)) else f'image{j}', 'images',
+                                    lambda n, o: load_radiograph(o[0], **self.data, side=o[1]))
     return _with_errors(self.image_probs(xs, bs), names, errors, 'file')
 
 # %% ../nbs/09_learner.ipynb #26f84d75

@@ -25,8 +25,8 @@ __all__ = ['BODY_KIND', 'MODEL_KINDS', 'MAX_OUTPUTS', 'tv_archs', 'tv_weights_fi
            'body_file', 'n_features', 'create_backbone', 'last_conv', 'slice_mask', 'pack_slices', 'max_over_slices',
            'SliceEncoder', 'MRNet', 'TripleMRNet', 'mrnet_splitter', 'register_model_kind', 'model_kind',
            'model_inputs', 'check_model_config', 'check_config', 'model_from_config', 'CoralHead', 'coral_probs',
-           'CoralLoss', 'RadiographNet', 'radiograph_splitter', 'output_probs', 'output_names', 'PlaneStacker',
-           'MultiViewNet', 'multiview_splitter']
+           'CoralLoss', 'CumulativeLinkLoss', 'RadiographNet', 'radiograph_splitter', 'output_probs', 'output_names',
+           'PlaneStacker', 'MultiViewNet', 'multiview_splitter']
 
 # %% ../nbs/07_models.ipynb #34ff5c95
 def _tv_cut(arch:str):
@@ -452,6 +452,7 @@ def _check_data(d:dict, inputs:str, fn=None) -> list:
     e('prep', lambda v: isinstance(v, bool) or isinstance(v, dict) and set(v) <= _PREP_KEYS,
       f'true, false or an object with some of {", ".join(sorted(_PREP_KEYS))}', default=True)
     e('clahe', lambda v: v is None or _is_num(v, 1e-6, 1), 'null or a clip limit from 0 to 1', default=None)
+    e('canonical_side', lambda v: v in (None, 'L', 'R'), 'null, "L" or "R"', default=None)
     if inputs == 'studies': e('views', lambda v: _is_names(v) and len(v) <= 64, 'a list of 1 to 64 view names')
     return e('classes', _is_names, 'a list of classes') if 'classes' in d or 'vocab' not in d else e('vocab', _is_names, 'a list of classes')
 
@@ -508,6 +509,20 @@ class CoralLoss(Module):
     def forward(self, logits, y):
         levels = (y.reshape(-1, 1) > torch.arange(self.n_classes - 1, device=y.device)).float()
         return F.binary_cross_entropy_with_logits(logits.float(), levels, reduction='none').sum(1).mean()
+    def activation(self, x): return coral_probs(x)
+    def decodes(self, x): return x.argmax(-1)
+
+# %% ../nbs/07_models.ipynb #f591526b
+class CumulativeLinkLoss(Module):
+    "Mean negative log-likelihood of the true grade under the cumulative logits of 'grade > k' (a `CoralHead`'s); `activation` as `CoralLoss`"
+    def __init__(self, n_classes:int): self.n_classes = n_classes
+    def log_probs(self, logits:torch.Tensor) -> torch.Tensor:
+        "Log class probabilities `(bs, K)` from `(bs, K-1)` decreasing cumulative logits"
+        big = logits.new_full((len(logits), 1), 1e4)
+        c = torch.cat([big, logits.float(), -big], 1)  # logits of 'grade > k' for k = -1 .. K-1
+        a,b = c[:, :-1],c[:, 1:]
+        return F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(-torch.expm1((b - a).clamp(max=-1e-6)))
+    def forward(self, logits, y): return -self.log_probs(logits).gather(1, y.reshape(-1, 1).long()).mean()
     def activation(self, x): return coral_probs(x)
     def decodes(self, x): return x.argmax(-1)
 

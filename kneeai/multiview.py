@@ -19,7 +19,7 @@ from .sampling import init_prior_bias
 from .models import MultiViewNet, multiview_splitter
 from .metrics import radiograph_metrics
 from .learner import training_callbacks, fit_recipe, save_model
-from .radiograph_train import radiograph_loss, _activation, _read_table, _test_mask, _check_learnt, _write_test_outputs
+from .radiograph_train import radiograph_loss, head_kind, _activation, _read_table, _test_mask, _check_learnt, _write_test_outputs
 
 # %% auto #0
 __all__ = ['NO_VIEW', 'study_table', 'TensorStudy', 'StudyLoader', 'StudyViews', 'StudyTfms', 'multiview_data_config',
@@ -140,7 +140,7 @@ def multiview_dls(studies:pd.DataFrame, # From `study_table`: one row per study
 def multiview_learner(dls:DataLoaders, # From `multiview_dls`
                       arch:str='resnet18', # Body, see `kneeai.models.create_backbone` ('small_cnn' for quick CPU runs)
                       pretrained:bool|str=False, # ImageNet weights (True; cached or downloadable) or a weight file
-                      loss=None, # See `kneeai.radiograph_train.radiograph_loss`; 'coral' also gives the model a CORAL head
+                      loss=None, # See `kneeai.radiograph_train.radiograph_loss`; the ordinal losses also give the model a CORAL head
                       shared:bool=True, # One body for every view (False: one per view)
                       pool:str='attention', # 'attention' (masked attention) or 'mean' (masked mean)
                       prior_bias:bool=False, # Start the linear head's bias at the log class priors
@@ -155,7 +155,7 @@ def multiview_learner(dls:DataLoaders, # From `multiview_dls`
     "A `Learner` for a `MultiViewNet` on `dls`, with the radiograph task's loss and metrics and best-epoch saving"
     cfg,path = dls.data_config,Path(ifnone(path, dls.path))
     path.mkdir(parents=True, exist_ok=True)
-    head = 'coral' if isinstance(loss, str) and loss == 'coral' else 'linear'
+    head = head_kind(loss)
     loss_func = radiograph_loss(dls, loss, **(loss_kwargs or {}))
     mc = dict(arch=arch, n_out=len(cfg['classes']), in_chans=cfg['in_chans'], views=cfg['views'], shared=shared, pool=pool, head=head, dropout=dropout)
     learn = Learner(dls, MultiViewNet(pretrained=pretrained, **mc), loss_func=loss_func, metrics=radiograph_metrics(dls, _activation(loss_func, cfg)),

@@ -16,25 +16,32 @@ from .core import DataError, ModelError, set_seed
 from .radiographs import radiograph_dls, patient_split, task_vocab, _label_cols
 from .volumes import ConfigDataLoaders
 from .sampling import make_loss, rebalance, init_prior_bias
-from .models import RadiographNet, CoralLoss, radiograph_splitter
+from .models import RadiographNet, CoralLoss, CumulativeLinkLoss, radiograph_splitter
 from .metrics import radiograph_metrics, radiograph_report, plot_class_confusion, class_learning_check, not_learnt_message, NotLearntWarning
 from .learner import training_callbacks, progress_ctx, fit_recipe, write_report, save_model
 from .distributed import rank_device, data_parallel
 
 # %% auto #0
-__all__ = ['radiograph_loss', 'radiograph_learner', 'train_radiographs', 'study_probs']
+__all__ = ['ORDINAL_LOSSES', 'RADIOGRAPH_RECIPES', 'head_kind', 'radiograph_loss', 'radiograph_learner', 'task_recipe',
+           'train_radiographs', 'study_probs']
 
 # %% ../nbs/09c_radiograph_train.ipynb #d5214baf
+ORDINAL_LOSSES = ('coral', 'cumlink') # Losses of the ordinal (`CoralHead`) head: CORAL's binary questions, the cumulative-link likelihood
+
+def head_kind(loss) -> str:
+    "The head a model trained with `loss` needs: 'coral' for the ordinal losses, else 'linear'"
+    return 'coral' if isinstance(loss, str) and loss in ORDINAL_LOSSES else 'linear'
+
 def radiograph_loss(dls:DataLoaders, # From `radiograph_dls`
-                    loss=None, # None: cross-entropy (BCE for multi-label); 'coral'; a `kind` of `kneeai.sampling.make_loss`; or a loss function
+                    loss=None, # None: cross-entropy (BCE for multi-label); one of `ORDINAL_LOSSES`; a `kind` of `kneeai.sampling.make_loss`; or a loss function
                     **kwargs, # Passed to `kneeai.sampling.make_loss` (e.g. `gamma`, `how`)
                    ):
     "The loss function for `dls`'s task"
     cfg = dls.data_config
     if callable(loss) and not isinstance(loss, str): return loss
-    if loss == 'coral':
-        if not cfg['ordinal']: raise ModelError('coral', f"the CORAL loss is for ordinal tasks (schatzker, kl), not {cfg['task']}")
-        return CoralLoss(len(cfg['classes']))
+    if isinstance(loss, str) and loss in ORDINAL_LOSSES:
+        if not cfg['ordinal']: raise ModelError(loss, f"the {loss} loss is for ordinal tasks (schatzker, kl), not {cfg['task']}")
+        return (CoralLoss if loss == 'coral' else CumulativeLinkLoss)(len(cfg['classes']))
     if loss is None: return BCEWithLogitsLossFlat() if cfg['task'] == 'multilabel' else CrossEntropyLossFlat()
     return make_loss(dls, loss, **kwargs)
 
@@ -49,7 +56,7 @@ def _activation(loss_func, cfg:dict):
 def radiograph_learner(dls:DataLoaders, # From `radiograph_dls`
                        arch:str='resnet18', # Body, see `kneeai.models.create_backbone` ('small_cnn' for quick CPU runs)
                        pretrained:bool|str=False, # ImageNet weights (True; cached or downloadable) or a weight file
-                       loss=None, # See `radiograph_loss`; 'coral' also gives the model a CORAL head
+                       loss=None, # See `radiograph_loss`; the ordinal losses ('coral', 'cumlink') also give the model a CORAL head
                        sampler=None, # None: shuffled batches; 'batch': k of every class in each batch; 'weighted': fastai's `WeightedDL` (`kneeai.sampling.rebalance`)
                        prior_bias:bool=False, # Start the linear head's bias at the log class priors (`kneeai.sampling.init_prior_bias`)
                        dropout:float=0., # Dropout before the head
@@ -64,7 +71,7 @@ def radiograph_learner(dls:DataLoaders, # From `radiograph_dls`
     "A `Learner` for a `RadiographNet` on `dls`, with the task's loss and metrics and best-epoch saving"
     cfg,path = dls.data_config,Path(ifnone(path, dls.path))
     path.mkdir(parents=True, exist_ok=True)
-    head = 'coral' if isinstance(loss, str) and loss == 'coral' else 'linear'
+    head = head_kind(loss)
     loss_kwargs,sampler_kwargs = dict(loss_kwargs or {}),dict(sampler_kwargs or {})
     if cfg['task'] in ('schatzker', 'kl'):  # fixed vocabularies: a grade missing from training is expected, not an error
         sampler_kwargs.setdefault('absent', 'skip')
@@ -83,6 +90,16 @@ def radiograph_learner(dls:DataLoaders, # From `radiograph_dls`
         init_prior_bias(learn.model.head, dls)
     if pretrained: learn.freeze()
     return learn
+
+# %% ../nbs/09c_radiograph_train.ipynb #e3a2777f
+RADIOGRAPH_RECIPES = {
+    'default': dict(arch='resnet18', loss='ce', sampler='none', dropout=0., size=224, flip=False, side_col='none', epochs=10, bs=16, lr=1e-3),
+    'kl': dict(arch='small_cnn', loss='coral', sampler='batch', dropout=0., size=128, flip=True, side_col='none', epochs=20, bs=32, lr=3e-3),
+} # The training options of each task ('default': of any task without its own); 'kl' chosen by cross-validation (bench/kl_recipe.py)
+
+def task_recipe(task:str) -> dict:
+    "The training options of `task`: its entry of `RADIOGRAPH_RECIPES` over the default one"
+    return {**RADIOGRAPH_RECIPES['default'], **RADIOGRAPH_RECIPES.get(task, {})}
 
 # %% ../nbs/09c_radiograph_train.ipynb #6f2a038e
 def _read_table(data) -> tuple[pd.DataFrame, Path]:
@@ -137,15 +154,20 @@ def _write_test_outputs(learn, tst:pd.DataFrame, out:Path, label_cols, patient_c
     return dict(report=rep, probs=probs.numpy(), targs=targs.numpy(), never_answered=never)
 
 # %% ../nbs/09c_radiograph_train.ipynb #06411298
-@delegates(radiograph_learner, but=['dls', 'path', 'arch', 'pretrained', 'loss', 'sampler'])
+@delegates(radiograph_learner, but=['dls', 'path', 'arch', 'pretrained', 'loss', 'sampler', 'dropout'])
 def train_radiographs(data, # Labels CSV (file names relative to its folder) or a DataFrame
                       out, # Folder for the model, report, plots and log
                       task:str='fracture', # See `RADIOGRAPH_TASKS`
                       images=None, # Folder of the images (default: the CSV's folder)
                       fn_col:str|None=None, label_col=None, patient_col:str|None='patient_id', # Columns, see `radiograph_dls`
-                      arch:str='resnet18', pretrained:bool|str=False, loss=None, sampler=None, # See `radiograph_learner`
-                      size:int=224, in_chans:int=1, prep:bool|dict=True, clahe:float|None=None, # Input, see `radiograph_dls`
-                      epochs:int=10, bs:int=16, lr:float=1e-3, # Epochs (after one head-only epoch when pretrained), batch, max learning rate
+                      arch:str|None=None, pretrained:bool|str=False, # Body, and its weights (see `radiograph_learner`)
+                      loss=None, # See `radiograph_loss` ('ce': cross-entropy)
+                      sampler=None, # 'batch', 'weighted' (see `radiograph_learner`) or 'none'
+                      dropout:float|None=None, # Dropout before the head
+                      size:int|None=None, in_chans:int=1, prep:bool|dict=True, clahe:float|None=None, # Input, see `radiograph_dls`
+                      flip:bool|None=None, # Random left-right flips in training
+                      side_col:str|None=None, # Column of each knee's side (L/R): knees shown as left ones, at prediction too ('none': as acquired)
+                      epochs:int|None=None, bs:int|None=None, lr:float|None=None, # Epochs (after one head-only epoch when pretrained), batch, max learning rate
                       valid_pct:float=0.2, # Part of the training patients held out to pick the best epoch
                       test_pct:float=0.2, # Part of the patients held out for the report (unless a `split` column names 'test' rows); 0: none
                       seed:int=42, device=None, num_workers:int|None=None, # Seed of splits and training; where and with how many loaders
@@ -154,7 +176,12 @@ def train_radiographs(data, # Labels CSV (file names relative to its folder) or 
                       sync_bn:bool=False, # In a launched run on GPUs: BatchNorm statistics over every rank's batch (see `kneeai.distributed`)
                       **kwargs, # Passed to `radiograph_learner` (e.g. patience, prior_bias, mixed_precision)
                      ) -> dict:
-    "Train a `RadiographNet` on a labels table, report on a patient-grouped test split, and save the model"
+    "Train a `RadiographNet` on a labels table, report on a patient-grouped test split, and save the model; options left at None follow `task_recipe(task)`"
+    r = {k: (task_recipe(task)[k] if v is None else v) for k,v in dict(arch=arch, loss=loss, sampler=sampler, dropout=dropout, size=size, flip=flip,
+                                                                     side_col=side_col, epochs=epochs, bs=bs, lr=lr).items()}
+    arch,loss,sampler,dropout,size,flip,side_col,epochs,bs,lr = r.values()
+    if loss == 'ce': loss = None  # `radiograph_loss`'s plain loss (BCE for multi-label)
+    sampler,side_col = (None if v == 'none' else v for v in (sampler, side_col))
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     df,root = _read_table(data)
     set_seed(seed)
@@ -163,14 +190,15 @@ def train_radiographs(data, # Labels CSV (file names relative to its folder) or 
     is_test = _test_mask(df, test_pct, seed, patient_col, label_cols)
     trn,tst = df[~is_test].reset_index(drop=True),df[is_test].reset_index(drop=True)
     dls = radiograph_dls(trn, Path(ifnone(images, root)), fn_col, label_col, task, valid_pct, patient_col=patient_col, seed=seed,
-                         size=size, in_chans=in_chans, prep=prep, clahe=clahe, bs=bs, device=rank_device(device), num_workers=num_workers)
-    learn = radiograph_learner(dls, arch, pretrained, loss, sampler, path=out, **kwargs)
+                         size=size, in_chans=in_chans, prep=prep, clahe=clahe, flip=flip, side_col=side_col, bs=bs, device=rank_device(device),
+                         num_workers=num_workers)
+    learn = radiograph_learner(dls, arch, pretrained, loss, sampler, dropout=dropout, path=out, **kwargs)
     with data_parallel(learn, sync_bn):  # in a launched run: each process its batches; the report on all predictions
         secs = fit_recipe(learn, epochs, lr, pretrained, progress)
         res = dict(train_seconds=secs, n_train=len(dls.train_ds), n_tune=len(dls.valid_ds), n_test=len(tst))
         res['not_learnt'],res['warning'] = _check_learnt(learn, seed)
         if len(tst): res.update(_write_test_outputs(learn, tst, out, label_cols, patient_col, n_boot, seed, res['warning']))
-    save_model(learn, out/'model', train=dict(task=task, epochs=epochs, bs=bs, lr=lr, seed=seed, loss=str(loss), sampler=str(sampler),
+    save_model(learn, out/'model', train=dict(task=task, arch=arch, size=size, epochs=epochs, bs=bs, lr=lr, seed=seed, loss=str(loss), sampler=str(sampler), flip=flip,
                                               data=str(data) if not isinstance(data, pd.DataFrame) else 'DataFrame', seconds=secs,
                                               not_learnt=res['not_learnt']))
     return dict(res, learn=learn, out=out, model=out/'model')

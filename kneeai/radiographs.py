@@ -18,15 +18,15 @@ with warnings.catch_warnings():  # kornia and fastai call torch.jit.script on im
     from fastai.vision.augment import aug_transforms
     from fastai.torch_core import show_image
 from .core import SCHATZKER, KneeaiError, DataError, get_device, read_npy
-from .dicom import dcm2float
+from .dicom import dcm2float, read_dicom
 from .volumes import ConfigDataLoaders
 from .preprocess import MIN_SIDE, image01, preprocess_radiograph, percentile_norm, clahe_batch, CLAHE, _resize
 
 
 # %% auto #0
 __all__ = ['RADIOGRAPH_TASKS', 'IMAGE_SUFFIXES', 'GRAY_STATS', 'RGB_STATS', 'task_vocab', 'TensorRadiograph', 'radiograph_array',
-           'load_radiograph', 'patient_split', 'RadiographLoader', 'RadiographBlock', 'radiograph_data_config',
-           'radiograph_dls', 'mura_df']
+           'MirroredPath', 'mirror_flags', 'knee_side', 'load_radiograph', 'patient_split', 'RadiographLoader',
+           'RadiographBlock', 'radiograph_data_config', 'radiograph_dls', 'mura_df']
 
 # %% ../nbs/05_radiographs.ipynb #39a8b935
 RADIOGRAPH_TASKS = {
@@ -124,6 +124,37 @@ def radiograph_array(fn, # A DICOM file, an image file with a suffix in `IMAGE_S
     if prep is False or prep is None: return _resize(percentile_norm(a), size).clip(0, 1)
     return preprocess_radiograph(a, size=size, **({} if prep is True else prep))
 
+# %% ../nbs/05_radiographs.ipynb #cfdd06e2
+class MirroredPath(type(Path())):
+    "A file name whose image `RadiographLoader` reads flipped left-right (a knee shown as the other side's)"
+
+_SIDES = {'L': 'L', 'LEFT': 'L', 'R': 'R', 'RIGHT': 'R'}
+
+def mirror_flags(sides, # Each knee's side: 'L'/'R' (DICOM's code strings) or 'left'/'right', any case
+                 canonical_side:str='L', # The side every knee is to be shown as
+                ) -> np.ndarray:
+    "True where an image must be flipped left-right to show its knee as a `canonical_side` knee"
+    if str(canonical_side).upper() not in _SIDES: raise DataError(canonical_side, 'the canonical side must be L or R')
+    s = pd.Series(list(sides)).astype(str).str.strip().str.upper().map(_SIDES)
+    if s.isna().any():
+        bad = s.index[s.isna()]
+        raise DataError('side', f'{len(bad)} knee(s) with no side L or R, e.g. {list(pd.Series(list(sides))[bad[:3]])} at rows {bad[:3].tolist()}',
+                        hint='give every knee its side (L/R), or train without the side column')
+    return (s != _SIDES[str(canonical_side).upper()]).to_numpy()
+
+# %% ../nbs/05_radiographs.ipynb #7eadb359
+def knee_side(fn, # A DICOM or image file, or an array
+             ) -> str|None:
+    "'L' or 'R' from a DICOM file's Image Laterality, Laterality or Frame Laterality; None where none says L or R (image files, arrays, U, B)"
+    if isinstance(fn, np.ndarray) or Path(fn).suffix.lower() in IMAGE_SUFFIXES: return None
+    ds = read_dicom(fn, stop_before_pixels=True)
+    sfg = ds.get('SharedFunctionalGroupsSequence')
+    fa = sfg[0].get('FrameAnatomySequence') if sfg else None
+    for v in (ds.get('ImageLaterality'), ds.get('Laterality'), fa[0].get('FrameLaterality') if fa else None):
+        v = str(v or '').strip().upper()
+        if v in ('L', 'R'): return v
+    return None
+
 # %% ../nbs/05_radiographs.ipynb #172f10cd
 def load_radiograph(fn, # A DICOM or image file, or a 2-D image array
                     size:int=224, # Side of the square output
@@ -131,10 +162,19 @@ def load_radiograph(fn, # A DICOM or image file, or a 2-D image array
                     prep:bool|dict=True, # DICOM preprocessing, see `radiograph_array`
                     clahe:float|None=None, # CLAHE clip limit (kornia, as the batch transform of `radiograph_dls`); None: none
                     mean=None, std=None, # Normalisation per channel (e.g. from a model's config); None: values in [0, 1]
+                    canonical_side:str|None=None, # Show the knee as this side's (a model's config says so): the other side's images are mirrored
+                    side:str|None=None, # With `canonical_side`: the knee's side, L or R (default: `knee_side(fn)`, DICOM only)
                     **kwargs, # Other entries of a model's data config, ignored (so that `load_radiograph(fn, **cfg['data'])` works)
                    ) -> TensorRadiograph:
     "A radiograph as the float tensor `(in_chans, size, size)` a model of that config takes"
-    x = torch.from_numpy(np.ascontiguousarray(radiograph_array(fn, size, prep)))[None].expand(in_chans, -1, -1).contiguous()
+    a = radiograph_array(fn, size, prep)
+    if canonical_side is not None:
+        side = side or knee_side(fn)
+        if side is None: raise DataError(fn if not isinstance(fn, np.ndarray) else 'the array', "the model shows every knee as a "
+                                         f"{'left' if canonical_side == 'L' else 'right'} one, and the knee's side is unknown (no DICOM Image Laterality or Laterality)",
+                                         hint='give the side (L or R) of each image (`sides` of `predict_images`, `kneeai predict --side`)')
+        if mirror_flags([side], canonical_side)[0]: a = a[:, ::-1]
+    x = torch.from_numpy(np.ascontiguousarray(a))[None].expand(in_chans, -1, -1).contiguous()
     if clahe: x = clahe_batch(x[None], clahe)[0]
     if mean is not None: x = (x - torch.tensor(mean).reshape(-1, 1, 1)) / torch.tensor(std).reshape(-1, 1, 1)
     return TensorRadiograph(x)
@@ -196,11 +236,15 @@ class RadiographLoader(Transform):
     def __init__(self, size:int=224, in_chans:int=1, prep:bool|dict=True, cache:bool=True):
         store_attr(); self._cache = {}
     def encodes(self, fn:str|Path) -> TensorRadiograph:
-        "The `TensorRadiograph` of `fn`, read by `load_radiograph` (once, when `cache`)"
-        if not self.cache: return load_radiograph(fn, self.size, self.in_chans, self.prep)
+        "The `TensorRadiograph` of `fn`, read by `load_radiograph` (once, when `cache`); flipped left-right when `fn` is a `MirroredPath`"
+        flip = isinstance(fn, MirroredPath)
+        if not self.cache:
+            x = load_radiograph(fn, self.size, self.in_chans, self.prep)
+            return x.flip(-1) if flip else x
         key = str(fn)
         if key not in self._cache: self._cache[key] = np.rint(radiograph_array(fn, self.size, self.prep)*65535).astype(np.uint16)
-        x = torch.from_numpy(self._cache[key].astype(np.float32)/65535)
+        a = self._cache[key]
+        x = torch.from_numpy((a[:, ::-1] if flip else a).astype(np.float32)/65535)
         return TensorRadiograph(x[None].expand(self.in_chans, -1, -1).contiguous())
     def __getstate__(self): return {k: v for k,v in self.__dict__.items() if k != '_cache'}
     def __setstate__(self, d): self.__dict__.update(d, _cache={})
@@ -212,21 +256,24 @@ def RadiographBlock(size:int=224, in_chans:int=1, prep:bool|dict=True, cache:boo
 
 # %% ../nbs/05_radiographs.ipynb #25107863
 def radiograph_data_config(task:str='fracture', classes=(0, 1), label_cols=('fracture',), size:int=224, in_chans:int=1,
-                           prep:bool|dict=True, clahe:float|None=None, mean=None, std=None, fn_col:str='file') -> dict:
+                           prep:bool|dict=True, clahe:float|None=None, mean=None, std=None, fn_col:str='file',
+                           canonical_side:str|None=None) -> dict:
     "What a saved radiograph model needs to prepare its inputs as in training (JSON-serialisable)"
     if mean is None: mean,std = GRAY_STATS if in_chans == 1 else RGB_STATS
     return dict(task=task, classes=[c.item() if hasattr(c, 'item') else c for c in classes], label_cols=list(label_cols), size=size,
-                in_chans=in_chans, prep=prep, clahe=clahe, mean=list(mean), std=list(std), fn_col=fn_col,
+                in_chans=in_chans, prep=prep, clahe=clahe, mean=list(mean), std=list(std), fn_col=fn_col, canonical_side=canonical_side,
                 ordinal=bool(_task(task)['ordinal']),
                 scaling=('DICOM: dcm2float then preprocess_radiograph(**prep) (or 0.5-99.5 percentiles when prep is false); '
                          'images: kneeai.preprocess.image01 (integers by their bit depth, floats as they are in [0, 1]); resized to size x size; '
-                         'gray repeated to in_chans; CLAHE (kornia) on the batch if clahe; then (x - mean) / std per channel'))
+                         'knees of the other side than canonical_side (if set) flipped left-right; gray repeated to in_chans; CLAHE (kornia) on the batch if clahe; then (x - mean) / std per channel'))
 
 # %% ../nbs/05_radiographs.ipynb #e2b81b16
 class _FileGetter:
-    "`path/row[col]` (an absolute file name in the table stays as it is)"
-    def __init__(self, path, col): self.path,self.col = Path(path),col
-    def __call__(self, row): return self.path/row[self.col]
+    "`path/row[col]` (an absolute file name in the table stays as it is), a `MirroredPath` where the row's knee is to be mirrored"
+    def __init__(self, path, col, mirror_col=None): self.path,self.col,self.mirror_col = Path(path),col,mirror_col
+    def __call__(self, row):
+        fn = self.path/row[self.col]
+        return MirroredPath(fn) if self.mirror_col and row[self.mirror_col] else fn
 
 def _norm_tfms(cfg:dict) -> list:
     "The batch transforms of a data config that run at prediction too: CLAHE (if asked) and normalisation"
@@ -247,6 +294,8 @@ def radiograph_dls(df:pd.DataFrame, # Labels table: one row per image
                    clahe:float|None=None, # CLAHE clip limit of a batch transform (kornia); None: none
                    augment:bool=True, # Augment the training batches
                    flip:bool=False, # Also flip left-right (mixes the appearance of left and right knees)
+                   side_col:str|None=None, # Column of each knee's side (L/R): the other side's images are mirrored onto `canonical_side`
+                   canonical_side:str='L', # With `side_col`: the side every knee is shown as
                    mean=None, std=None, # Normalisation (default: ImageNet's, see above)
                    bs:int=16, # Images per batch (at most the number of training images)
                    cache:bool=True, # Keep read images in memory (2 bytes per pixel)
@@ -258,15 +307,19 @@ def radiograph_dls(df:pd.DataFrame, # Labels table: one row per image
     fn_col,classes = _fn_col(df, fn_col),task_vocab(df, task, label_col)
     label_cols = _label_cols(df, task, label_col)
     df = df.reset_index(drop=True)
+    if side_col is not None:
+        if flip: raise DataError(side_col, 'random flips would undo the canonical orientation', hint='use side_col with flip=False')
+        df = df.assign(_mirror=mirror_flags(_col(df, side_col, 'side'), canonical_side))
     is_valid = (_col(df, valid_col, 'validation').astype(bool).to_numpy() if valid_col else
                 patient_split(df, valid_pct, seed, patient_col, by=label_cols if task != 'multilabel' else label_cols[:1]))
     n_train = int((~is_valid).sum())
     if not n_train or is_valid.all(): raise DataError(valid_col or valid_pct, 'the split leaves no training or no validation image')
-    cfg = radiograph_data_config(task, classes, label_cols, size, in_chans, prep, clahe, mean, std, fn_col)
+    cfg = radiograph_data_config(task, classes, label_cols, size, in_chans, prep, clahe, mean, std, fn_col,
+                                 canonical_side if side_col is not None else None)
     yb = (MultiCategoryBlock(encoded=True, vocab=label_cols) if task == 'multilabel' else CategoryBlock(vocab=classes, sort=False))
     augs = aug_transforms(do_flip=flip, max_rotate=10., max_zoom=1.1, max_warp=0., max_lighting=.2, p_lighting=.5, pad_mode='zeros') if augment else []
     block = DataBlock(blocks=(RadiographBlock(size, in_chans, prep, cache), yb), n_inp=1,
-                      get_x=_FileGetter(path, fn_col), get_y=ColReader(label_cols if task == 'multilabel' else label_cols[0]),
+                      get_x=_FileGetter(path, fn_col, '_mirror' if side_col is not None else None), get_y=ColReader(label_cols if task == 'multilabel' else label_cols[0]),
                       splitter=IndexSplitter(np.flatnonzero(is_valid)), batch_tfms=[*augs, *_norm_tfms(cfg)])
     device = get_device(device)
     if num_workers is None: num_workers = 0 if device.type == 'cpu' else min(8, defaults.cpus)

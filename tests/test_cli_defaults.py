@@ -14,6 +14,7 @@ from kneeai.learner import Predictor
 from kneeai.demo import mrnet_demo
 from kneeai.interpret import explain, CAM_METHODS
 from kneeai.radiographs import RADIOGRAPH_TASKS
+from kneeai.sampling import REBALANCE_KINDS
 from kneeai.serve import serve
 from kneeai.tune import tune
 from kneeai.mri import import_mri
@@ -30,7 +31,7 @@ COMMANDS = {
     'preprocess': (['a', 'b'], [preprocess_folder], set()),
     'train mrnet': (['--data', 'D', '--out', 'O'], [train_mrnet], {'track', 'launch'}),  # --track wraps the recipe in kneeai.tracking.tracked; --launch re-runs the command in N processes
     'train radiographs': (['--data', 'l.csv', '--out', 'O'], [train_radiographs, train_multiview], {'track', 'study_col', 'launch'}),  # --study-col: train_multiview
-    'predict': (['--model', 'M', 'e'], [Predictor.load, Predictor.predict_split], {'model', 'exams', 'data', 'csv'}),
+    'predict': (['--model', 'M', 'e'], [Predictor.load, Predictor.predict_split], {'model', 'exams', 'data', 'csv', 'side'}),  # --side: predict_images' sides, the same for every file
     'demo': ([], [mrnet_demo], set()),
     'explain': (['--model', 'M', 'e', '--out', 'O'], [explain], set()),
     'serve': (['--model', 'M'], [serve], set()),
@@ -88,7 +89,9 @@ def test_choices_are_the_librarys():
     assert list(choices('train radiographs', 'task')) == list(RADIOGRAPH_TASKS)
     assert tuple(choices('explain', 'method')) == tuple(CAM_METHODS)
     from kneeai.sampling import _SINGLE, _MULTI
-    assert set(choices('train radiographs', 'loss')) == {'coral', *_SINGLE, *_MULTI}
+    from kneeai.radiograph_train import ORDINAL_LOSSES
+    assert set(choices('train radiographs', 'loss')) == {*ORDINAL_LOSSES, *_SINGLE, *_MULTI}
+    assert set(choices('train radiographs', 'sampler')) == {*REBALANCE_KINDS, 'none'}
 
 def test_app_options_are_the_apps(monkeypatch):
     "`kneeai app` and the app's own parser take the same options, with one upload limit (`kneeai.cli.MAX_UPLOAD_MB`)"

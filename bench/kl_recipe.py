@@ -1,0 +1,149 @@
+"""The KL recipe chosen by measurement (issue 19): patient-grouped cross-validation on the pool of the shared KL
+radiographs (bench/kl_common.py), one factor changed at a time from the KL tutorial's recipe.
+
+Each configuration trains `radiograph_learner` on two folds and scores the third (3 folds, the fold being the
+validation split; the LAST epoch is scored, no epoch is picked on the fold that is scored). The out-of-fold
+predictions of the 1,200 pool knees give the configuration's cross-validated QWK and AUC(KL>=2). Each fold model also
+predicts the held-out TEST knees, plain and with test-time augmentation (fastai's `tta`: the mean of 4 augmented passes
+mixed with the plain one), so that TTA and the fold ensemble are measured without training again; the test knees are
+used for nothing else (the choice is made on the cross-validated scores).
+
+    .venv/bin/python bench/kl_recipe.py --configs base mirror ce ...   # runs what is missing, appends to OUT/runs.csv
+    .venv/bin/python bench/kl_recipe.py --table                        # the table of everything run so far
+"""
+import argparse, json, os, sys, time, tempfile, warnings
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).parent))
+import numpy as np, pandas as pd
+from kl_common import kl_table, pool_and_test, folds, kl_scores, fmt, load
+
+BASE = dict(arch='small_cnn', size=128, epochs=20, bs=32, lr=3e-3, loss='coral', sampler='batch', flip=True, side=False,
+            aug=1., wd=None, dropout=0.)
+CONFIGS = {  # one factor at a time from the tutorial's recipe
+    'base': {},
+    'mirror': dict(side=True, flip=False),     # canonical orientation: right knees mirrored onto left, no random flips
+    'noflip': dict(flip=False),                # neither mirrored nor flipped (the orientation as acquired)
+    'ce': dict(loss=None),                     # plain cross-entropy, linear head
+    'cumlink': dict(loss='cumlink'),           # cumulative-link (proportional odds) NLL on the same ordered head
+    'nbr_ls': dict(loss='nbr_ls'),             # cross-entropy with label smoothing onto the neighbouring grades
+    'nosampler': dict(sampler=None),
+    'weighted': dict(sampler='weighted'),
+    'ep40': dict(epochs=40),
+    'ep10': dict(epochs=10),
+    's160': dict(size=160),
+    's224': dict(size=224),
+    'aug0': dict(aug=0.),
+    'aug2': dict(aug=2.),
+    'lr1e-2': dict(lr=1e-2),
+    'lr1e-3': dict(lr=1e-3),
+    'resnet18': dict(arch='resnet18'),
+    'resnet10t': dict(arch='timm:resnet10t'),
+    'drop.3': dict(dropout=.3),
+}
+
+class NeighbourSmoothing:
+    "Cross-entropy against targets with `eps` of the mass moved to the neighbouring grades"
+    def __init__(self, n, eps=.2): self.n,self.eps = n,eps
+    def __call__(self, logits, y):
+        import torch, torch.nn.functional as F
+        t = F.one_hot(y, self.n).float()
+        nb = (F.one_hot((y - 1).clamp(0), self.n) * (y > 0)[:, None] + F.one_hot((y + 1).clamp(max=self.n - 1), self.n) * (y < self.n - 1)[:, None]).float()
+        t = (1 - self.eps)*t + self.eps*nb/nb.sum(1, keepdim=True)
+        return -(t*F.log_softmax(logits.float(), -1)).sum(1).mean()
+    def activation(self, x):
+        import torch.nn.functional as F
+        return F.softmax(x.float(), -1)
+    def decodes(self, x): return x.argmax(-1)
+
+def _loss(name, n):
+    if name == 'nbr_ls': return NeighbourSmoothing(n)
+    if name == 'cumlink':
+        from kneeai.models import CumulativeLinkLoss
+        return CumulativeLinkLoss(n)
+    return name
+
+def run_fold(cfg, pool, tst, kl, fold_of, k, seed=0):
+    import torch
+    from fastai.basics import Learner
+    from kneeai.core import set_seed
+    from kneeai.radiographs import radiograph_dls
+    from kneeai.radiograph_train import radiograph_learner
+    from kneeai.learner import SaveBestModel
+    from kneeai.tune import AugmentStrength
+    set_seed(seed + k)
+    df = pool.assign(is_valid=fold_of == k)
+    dls = radiograph_dls(df, kl, fn_col='path', task='kl', valid_col='is_valid', size=cfg['size'], bs=cfg['bs'], flip=cfg['flip'],
+                         side_col='side' if cfg['side'] else None, seed=seed, device='cpu')
+    loss = _loss(cfg['loss'], 5)
+    head_loss = 'coral' if cfg['loss'] in ('coral', 'cumlink') else None
+    learn = radiograph_learner(dls, cfg['arch'], loss=head_loss, sampler=cfg['sampler'], sampler_kwargs=dict(k=1, seed=seed + k) if cfg['sampler'] == 'batch' else None,
+                               dropout=cfg['dropout'], path=tempfile.mkdtemp(), csv_log=False, mixed_precision=False,
+                               cbs=[AugmentStrength(cfg['aug'])] if cfg['aug'] != 1 else None)
+    if not isinstance(loss, (str, type(None))): learn.loss_func = loss
+    learn.remove_cbs([c for c in learn.cbs if isinstance(c, SaveBestModel)])
+    c0,t0 = time.process_time(),time.perf_counter()
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(cfg['epochs'], cfg['lr'], **({'wd': cfg['wd']} if cfg['wd'] else {}))
+    secs = time.process_time() - c0, time.perf_counter() - t0
+    with learn.no_bar(), learn.no_logging():
+        p_oof,y_oof = learn.get_preds(dl=learn.dls.valid)
+        tdl = learn.dls.test_dl(tst.assign(_mirror=False) if not cfg['side'] else tst, with_labels=True)
+        if cfg['side']:
+            from kneeai.radiographs import mirror_flags
+            tdl = learn.dls.test_dl(tst.assign(_mirror=mirror_flags(tst.side, 'L')), with_labels=True)
+        p_t,y_t = learn.get_preds(dl=tdl)
+        p_tta,_ = learn.tta(dl=tdl, n=4)
+    return dict(oof=p_oof.numpy(), test=p_t.numpy(), test_tta=p_tta.numpy(), cpu=secs[0], wall=secs[1])
+
+def main():
+    a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    a.add_argument('--configs', nargs='*', default=[]); a.add_argument('--set', default=None, help='a JSON dict: a new configuration named by --name')
+    a.add_argument('--name', default=None); a.add_argument('--folds', type=int, default=3); a.add_argument('--only-folds', type=int, nargs='*', default=None)
+    a.add_argument('--out', default='/tmp/kl_recipe'); a.add_argument('--table', action='store_true')
+    a.add_argument('--threads', type=int, default=1)
+    args = a.parse_args()
+    warnings.filterwarnings('ignore')
+    import torch; torch.set_num_threads(args.threads)
+    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
+    df,kl = kl_table(); pool,tst = pool_and_test(df); fold_of = folds(pool, args.folds)
+    todo = {n: CONFIGS[n] for n in args.configs}
+    if args.set: todo[args.name] = json.loads(args.set)
+    for name,over in todo.items():
+        cfg = {**BASE, **over}
+        for k in (args.only_folds if args.only_folds is not None else range(args.folds)):
+            fn = out/f'{name}.fold{k}.npz'
+            if fn.exists(): continue
+            l0 = os.getloadavg()[0]
+            r = run_fold(cfg, pool, tst, kl, fold_of, k)
+            np.savez(fn, **{k2: v for k2,v in r.items() if isinstance(v, np.ndarray)}, cpu=r['cpu'], wall=r['wall'], load=l0, cfg=json.dumps(cfg))
+            s = kl_scores(pool.kl_grade[fold_of == k], r['oof'], n_boot=200)
+            print(f"{name} fold {k}: cpu {r['cpu']:.0f} s wall {r['wall']:.0f} s {load()} | fold {fmt(s)}", flush=True)
+    table(out, pool, tst, fold_of, args.folds)
+
+def table(out, pool, tst, fold_of, nf):
+    rows = []
+    for name in sorted({p.name.split('.fold')[0] for p in out.glob('*.fold*.npz')}):
+        fs = [np.load(out/f'{name}.fold{k}.npz') for k in range(nf) if (out/f'{name}.fold{k}.npz').exists()]
+        r = dict(config=name, folds=len(fs), cpu_min=sum(float(f['cpu']) for f in fs)/60, load=np.mean([float(f['load']) for f in fs]))
+        ks = [k for k in range(nf) if (out/f'{name}.fold{k}.npz').exists()]
+        y = np.concatenate([pool.kl_grade[fold_of == k] for k in ks]); p = np.concatenate([f['oof'] for f in fs])
+        cv = kl_scores(y, p, n_boot=1000)
+        r.update({f'cv_{k}': v for k,v in cv.items() if k != 'n'})
+        r['cv_n'] = len(y)
+        for what in ('test', 'test_tta'):
+            single = [kl_scores(tst.kl_grade, f[what], n_boot=0 if False else 200) for f in fs]
+            r[f'{what}_qwk_mean'] = np.mean([s['qwk'] for s in single]); r[f'{what}_auc2_mean'] = np.mean([s['auc2'] for s in single])
+            ens = kl_scores(tst.kl_grade, np.mean([f[what] for f in fs], 0))
+            r.update({f'{what}_ens_{k}': v for k,v in ens.items() if k != 'n'})
+        rows.append(r)
+    t = pd.DataFrame(rows).set_index('config')
+    t.to_csv(out/'table.csv')
+    with pd.option_context('display.width', 250, 'display.max_columns', 40):
+        print(t[['folds', 'cpu_min', 'load', 'cv_qwk', 'cv_qwk_lo', 'cv_qwk_hi', 'cv_auc2', 'cv_acc', 'test_qwk_mean', 'test_tta_qwk_mean',
+                 'test_ens_qwk', 'test_tta_ens_qwk', 'test_ens_auc2', 'test_tta_ens_auc2']].round(3).sort_values('cv_qwk', ascending=False).to_string())
+    return t
+
+if __name__ == '__main__':
+    if '--table' in sys.argv:
+        df,kl = kl_table(); pool,tst = pool_and_test(df)
+        table(Path(sys.argv[sys.argv.index('--out') + 1]) if '--out' in sys.argv else Path('/tmp/kl_recipe'), pool, tst, folds(pool, 3), 3)
+    else: main()
