@@ -21,7 +21,8 @@ from kl_common import kl_table, pool_and_test, labelled_mask, kl_scores, fmt, lo
 METHODS = ('supervised', 'fixmatch', 'mixmatch')
 LOGGED = ('loss_u', 'mask_rate', 'pl_acc', 'pl_acc_all', 'tau', 'guess_acc', 'lambda_u')  # the callbacks' diagnostics
 RUN_COLS = ['fraction', 'method', 'seed', 'n_labelled', 'n_unlabelled', 'size', 'bs', 'mu', 'steps', 'cpu_s', 'wall_s', 's_per_step',
-            'load_start', 'load_end', 'qwk', 'qwk_lo', 'qwk_hi', 'auc2', 'auc2_lo', 'auc2_hi', 'acc', 'mauc', 'n', *[f'last_{k}' for k in LOGGED]]
+            'load_start', 'load_end', 'qwk', 'qwk_lo', 'qwk_hi', 'auc2', 'auc2_lo', 'auc2_hi', 'acc', 'mauc', 'n', *[f'last_{k}' for k in LOGGED],
+            'test_pred', 'unl_pred']  # the counts of predicted grades 0..4 on the test knees and on the unlabelled pool
 DIAG_COLS = ['fraction', 'method', 'seed', 'epoch', 'step', *LOGGED]
 FIG = Path(__file__).parent.parent/'nbs'/'images'/'kl_semisup.png'
 
@@ -32,6 +33,13 @@ class _StepClock:
         t = time.process_time()
         if self.t is not None: self.times.append(t - self.t)
         self.t = t
+
+def _append(fn, rows, cols):
+    "Add `rows` to the csv `fn` (rewritten whole, through a temporary file, so that a cut-off never leaves half a file)"
+    import pandas as pd
+    new = pd.DataFrame(rows).reindex(columns=cols)
+    if fn.exists(): new = pd.concat([pd.read_csv(fn), new], ignore_index=True).reindex(columns=cols)
+    tmp = fn.with_suffix('.tmp'); new.to_csv(tmp, index=False); tmp.replace(fn)
 
 def run(method, frac, seed, a, pool, test, kl, tmp, steps=None):
     "Train `method` on `frac` of the pool's labels and score the test knees: one row of results, the diagnostics"
@@ -70,9 +78,12 @@ def run(method, frac, seed, a, pool, test, kl, tmp, steps=None):
     cpu,wall = time.process_time() - c0,time.perf_counter() - w0
     with learn.no_bar(): probs,y = learn.get_preds(dl=learn.dls.valid)
     s = kl_scores(y.numpy(), probs.numpy(), seed=seed)
+    with learn.no_bar(): pu,_ = learn.get_preds(dl=learn.dls.test_dl(unl))
+    def counts(p): return ' '.join(map(str, np.bincount(p.argmax(1).numpy(), minlength=5)))  # predicted grades 0..4
     row = dict(fraction=frac, method=method, seed=seed, n_labelled=int(lab.sum()), n_unlabelled=int((~lab).sum()), size=a.size,
                bs=a.bs, mu=a.mu if method == 'fixmatch' else np.nan, steps=n_epoch*n_per, cpu_s=round(cpu, 1), wall_s=round(wall, 1),
-               s_per_step=float(np.median(clock.times[5:] or clock.times)), load_start=round(l0, 2), load_end=round(os.getloadavg()[0], 2), **s)
+               s_per_step=float(np.median(clock.times[5:] or clock.times)), load_start=round(l0, 2), load_end=round(os.getloadavg()[0], 2),
+               test_pred=counts(probs), unl_pred=counts(pu), **s)
     diag = []
     if cb is not None:
         h = pd.DataFrame(cb.history)
@@ -132,7 +143,8 @@ def report(out):
         d = '' if r.method == 'supervised' else (f"  mask {r.get('last_mask_rate', float('nan')):.2f} pl_acc {r.get('last_pl_acc', float('nan')):.2f}"
                                                  f" all {r.get('last_pl_acc_all', float('nan')):.2f} tau {r.get('last_tau', float('nan')):.2f}"
                                                  if r.method == 'fixmatch' else f"  guess_acc {r.get('last_guess_acc', float('nan')):.2f}")
-        print(f"{r.fraction:.0%} {r.method:10s} seed {r.seed}  {fmt(r)}  {r.steps} steps {r.cpu_s:.0f} CPU s load {r.load_start:.1f}-{r.load_end:.1f}{d}")
+        pr = f"  predicted grades (test) {r.test_pred}" if isinstance(r.get('test_pred'), str) else ''
+        print(f"{r.fraction:.0%} {r.method:10s} seed {r.seed}  {fmt(r)}  {r.steps} steps {r.cpu_s:.0f} CPU s load {r.load_start:.1f}-{r.load_end:.1f}{d}{pr}")
     print('\nmean ± sd over seeds\n', table(runs).to_string())
     cols = [c for c in runs if c.startswith('last_')]
     if cols: print('\ndiagnostics, last tenth of each run (mean over seeds)\n', runs.groupby(['fraction', 'method'], sort=False)[cols].mean().dropna(how='all').round(3).to_string())
@@ -168,8 +180,8 @@ def main():
                 for m in a.methods:
                     if (round(frac, 3), m, seed) in done: continue
                     row,diag = run(m, frac, seed, a, pool, test, kl, Path(tmp))
-                    pd.DataFrame([row]).reindex(columns=RUN_COLS).to_csv(out/'runs.csv', mode='a', header=not (out/'runs.csv').exists(), index=False)
-                    if diag: pd.DataFrame(diag).reindex(columns=DIAG_COLS).to_csv(out/'diag.csv', mode='a', header=not (out/'diag.csv').exists(), index=False)
+                    if diag: _append(out/'diag.csv', diag, DIAG_COLS)
+                    _append(out/'runs.csv', [row], RUN_COLS)
                     print(f"{frac:.0%} {m:10s} seed {seed}  {fmt(row)}  {row['steps']} steps {row['cpu_s']:.0f} CPU s "
                           f"{row['s_per_step']:.3f} s/step  load {row['load_start']:.1f}-{row['load_end']:.1f}", flush=True)
     report(out)
