@@ -105,6 +105,20 @@ def table(runs):
               acc=('acc', 'mean'), cpu_s=('cpu_s', 'mean'))
     return t.round(3)
 
+def paired(runs):
+    "Each method minus supervised on the same labelled knees (seed): mean ± sd of the difference over seeds, seeds where it is better"
+    import pandas as pd
+    sup = runs[runs.method == 'supervised'].set_index(['fraction', 'seed'])
+    rows = []
+    for (f,m),g in runs[runs.method != 'supervised'].groupby(['fraction', 'method'], sort=False):
+        g = g.set_index(['fraction', 'seed'])
+        r = dict(fraction=f, method=m)
+        for k in ('qwk', 'auc2'):
+            dd = (g[k] - sup[k].reindex(g.index)).dropna()
+            r.update({f'd_{k}': f'{dd.mean():+.3f} ± {dd.std():.3f}' if len(dd) > 1 else f'{dd.mean():+.3f}', f'{k}_better': f'{int((dd > 0).sum())}/{len(dd)}'})
+        rows.append(r)
+    return pd.DataFrame(rows)
+
 def plot(runs, diag, fn=FIG):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -130,7 +144,7 @@ def plot(runs, diag, fn=FIG):
                 ax.plot(g.index, g.pl_acc, ls, color='tab:green', label=f'FixMatch pseudo-label acc. (masked), {f:.0%}')
             if m == 'mixmatch': ax.plot(g.index, g.guess_acc, ls, color='tab:orange', label=f'MixMatch guess acc., {f:.0%}')
         ax.set_xlabel('step'); ax.set_ylim(0, 1); ax.grid(alpha=.3); ax.legend(fontsize=7)
-        ax.set_title('diagnostics on the unlabelled pool (mean over seeds)')
+        ax.set_title('unlabelled pool, mean over seeds')
     fig.tight_layout(); fn.parent.mkdir(parents=True, exist_ok=True); fig.savefig(fn, dpi=110)
     return fn
 
@@ -146,6 +160,7 @@ def report(out):
         pr = f"  predicted grades (test) {r.test_pred}" if isinstance(r.get('test_pred'), str) else ''
         print(f"{r.fraction:.0%} {r.method:10s} seed {r.seed}  {fmt(r)}  {r.steps} steps {r.cpu_s:.0f} CPU s load {r.load_start:.1f}-{r.load_end:.1f}{d}{pr}")
     print('\nmean ± sd over seeds\n', table(runs).to_string())
+    print('\npaired with supervised (same labelled knees, seed): mean ± sd over seeds of the difference, seeds better\n', paired(runs).to_string())
     cols = [c for c in runs if c.startswith('last_')]
     if cols: print('\ndiagnostics, last tenth of each run (mean over seeds)\n', runs.groupby(['fraction', 'method'], sort=False)[cols].mean().dropna(how='all').round(3).to_string())
     print(f'\nCPU time of the runs: {runs.cpu_s.sum()/60:.1f} min; plot: {plot(runs, diag)}')
