@@ -9,7 +9,8 @@ mixed with the plain one), so that TTA and the fold ensemble are measured withou
 used for nothing else (the choice is made on the cross-validated scores).
 
     .venv/bin/python bench/kl_recipe.py --configs base mirror ce ...   # runs what is missing, appends to OUT/runs.csv
-    .venv/bin/python bench/kl_recipe.py --table                        # the table of everything run so far
+    .venv/bin/python bench/kl_recipe.py --table                        # the table of everything run so far (test: TTA, fold ensemble)
+    .venv/bin/python bench/kl_recipe.py --paired [--plot nbs/images/kl_recipe.png]   # each configuration against base on the same folds
 """
 import argparse, json, os, sys, time, tempfile, warnings
 from pathlib import Path
@@ -86,10 +87,7 @@ def run_fold(cfg, pool, tst, kl, fold_of, k, seed=0):
     secs = time.process_time() - c0, time.perf_counter() - t0
     with learn.no_bar(), learn.no_logging():
         p_oof,y_oof = learn.get_preds(dl=learn.dls.valid)
-        tdl = learn.dls.test_dl(tst.assign(_mirror=False) if not cfg['side'] else tst, with_labels=True)
-        if cfg['side']:
-            from kneeai.radiographs import mirror_flags
-            tdl = learn.dls.test_dl(tst.assign(_mirror=mirror_flags(tst.side, 'L')), with_labels=True)
+        tdl = learn.dls.test_dl(tst, with_labels=True)   # with canonical orientation, mirrored by its side column as in training
         p_t,y_t = learn.get_preds(dl=tdl)
         p_tta,_ = learn.tta(dl=tdl, n=4)
     return dict(oof=p_oof.numpy(), test=p_t.numpy(), test_tta=p_tta.numpy(), cpu=secs[0], wall=secs[1])
@@ -142,8 +140,51 @@ def table(out, pool, tst, fold_of, nf):
                  'test_ens_qwk', 'test_tta_ens_qwk', 'test_ens_auc2', 'test_tta_ens_auc2']].round(3).sort_values('cv_qwk', ascending=False).to_string())
     return t
 
+def paired(out, pool, fold_of, ref='base', nf=3, n_boot=1000, seed=0):
+    "Each configuration against `ref` on the same out-of-fold knees: QWK and AUC(KL>=2) of both, and the paired bootstrap interval of the difference"
+    from sklearn.metrics import cohen_kappa_score, roc_auc_score
+    def load_oof(name):
+        return {k: np.load(out/f'{name}.fold{k}.npz')['oof'] for k in range(nf) if (out/f'{name}.fold{k}.npz').exists()}
+    base,rng,rows = load_oof(ref),np.random.default_rng(seed),[]
+    def scores(y, p, idx):
+        yy,pp = y[idx],p[idx]
+        return cohen_kappa_score(yy, pp.argmax(1), weights='quadratic'), roc_auc_score(yy >= 2, pp[:, 2:].sum(1))
+    for name in sorted({p.name.split('.fold')[0] for p in out.glob('*.fold*.npz')} - {ref}):
+        oof = load_oof(name); ks = sorted(set(oof) & set(base))
+        if not ks: continue
+        y = np.concatenate([pool.kl_grade.to_numpy()[fold_of == k] for k in ks])
+        pa,pb = np.concatenate([oof[k] for k in ks]),np.concatenate([base[k] for k in ks])
+        full = np.arange(len(y)); (qa,aa),(qb,ab) = scores(y, pa, full),scores(y, pb, full)
+        d = []
+        for _ in range(n_boot):
+            i = rng.integers(0, len(y), len(y)); (x1,x2),(z1,z2) = scores(y, pa, i),scores(y, pb, i); d.append((x1 - z1, x2 - z2))
+        d = np.array(d)
+        rows.append(dict(config=name, folds=''.join(map(str, ks)), n=len(y), qwk=qa, qwk_ref=qb, d_qwk=qa - qb, d_qwk_lo=np.quantile(d[:, 0], .025), d_qwk_hi=np.quantile(d[:, 0], .975),
+                         auc2=aa, auc2_ref=ab, d_auc2=aa - ab, d_auc2_lo=np.quantile(d[:, 1], .025), d_auc2_hi=np.quantile(d[:, 1], .975)))
+    t = pd.DataFrame(rows).set_index('config').sort_values('d_qwk', ascending=False)
+    t.to_csv(out/'paired.csv')
+    with pd.option_context('display.width', 250, 'display.max_columns', 40): print(t.round(3).to_string())
+    return t
+
+def plot(t, fn):
+    "The paired differences against the reference with their 95 % intervals, one row per configuration"
+    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    t = t.sort_values('d_qwk')
+    fig,axs = plt.subplots(1, 2, figsize=(10, .45*len(t) + 1.4), sharey=True)
+    for ax,m,title in zip(axs, ('qwk', 'auc2'), ('quadratic-weighted kappa', 'AUC of KL >= 2')):
+        d,lo,hi = t[f'd_{m}'],t[f'd_{m}_lo'],t[f'd_{m}_hi']
+        ax.errorbar(d, range(len(t)), xerr=[d - lo, hi - d], fmt='o', capsize=3)
+        ax.axvline(0, color='gray', lw=.8); ax.set_title(f'{title}: change vs base'); ax.grid(alpha=.3)
+    axs[0].set_yticks(range(len(t))); axs[0].set_yticklabels([f'{c} (folds {f})' for c,f in zip(t.index, t.folds)])
+    fig.tight_layout(); fig.savefig(fn, dpi=110); plt.close(fig)
+
 if __name__ == '__main__':
-    if '--table' in sys.argv:
+    if "--paired" in sys.argv:
+        df,kl = kl_table(); pool,tst = pool_and_test(df)
+        out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else Path("/tmp/kl_recipe")
+        t = paired(out, pool, folds(pool, 3))
+        if "--plot" in sys.argv: plot(t, sys.argv[sys.argv.index("--plot") + 1])
+    elif "--table" in sys.argv:
         df,kl = kl_table(); pool,tst = pool_and_test(df)
         table(Path(sys.argv[sys.argv.index('--out') + 1]) if '--out' in sys.argv else Path('/tmp/kl_recipe'), pool, tst, folds(pool, 3), 3)
     else: main()

@@ -23,7 +23,7 @@ from .distributed import rank_device, data_parallel
 
 # %% auto #0
 __all__ = ['ORDINAL_LOSSES', 'RADIOGRAPH_RECIPES', 'head_kind', 'radiograph_loss', 'radiograph_learner', 'task_recipe',
-           'train_radiographs', 'study_probs']
+           'resolve_recipe', 'train_radiographs', 'study_probs']
 
 # %% ../nbs/09c_radiograph_train.ipynb #d5214baf
 ORDINAL_LOSSES = ('coral', 'cumlink') # Losses of the ordinal (`CoralHead`) head: CORAL's binary questions, the cumulative-link likelihood
@@ -94,12 +94,26 @@ def radiograph_learner(dls:DataLoaders, # From `radiograph_dls`
 # %% ../nbs/09c_radiograph_train.ipynb #e3a2777f
 RADIOGRAPH_RECIPES = {
     'default': dict(arch='resnet18', loss='ce', sampler='none', dropout=0., size=224, flip=False, side_col='none', epochs=10, bs=16, lr=1e-3),
-    'kl': dict(arch='small_cnn', loss='coral', sampler='batch', dropout=0., size=128, flip=True, side_col='none', epochs=20, bs=32, lr=3e-3),
+    'kl': dict(arch='small_cnn', loss='coral', sampler='batch', dropout=0., size=128, flip=False, side_col='side', epochs=20, bs=32, lr=3e-3),
 } # The training options of each task ('default': of any task without its own); 'kl' chosen by cross-validation (bench/kl_recipe.py)
 
 def task_recipe(task:str) -> dict:
     "The training options of `task`: its entry of `RADIOGRAPH_RECIPES` over the default one"
     return {**RADIOGRAPH_RECIPES['default'], **RADIOGRAPH_RECIPES.get(task, {})}
+
+def resolve_recipe(task:str, # See `RADIOGRAPH_TASKS`
+                   columns, # The labels table's columns
+                   **given, # Options of `train_radiographs` (keys of `RADIOGRAPH_RECIPES['default']`); None: the recipe's
+                  ) -> dict:
+    "The training options for `task`: those given, else the task's recipe's; 'ce' and 'none' as None"
+    r = task_recipe(task)
+    o = {k: r[k] if given.get(k) is None else given[k] for k in r}
+    if given.get('flip') and given.get('side_col') is None: o['side_col'] = 'none'  # flips asked for: no canonical orientation
+    if o['side_col'] != 'none' and o['side_col'] not in columns and given.get('side_col') is None:  # the recipe's side column is missing
+        warnings.warn(f"the labels table has no {o['side_col']!r} column for the {task} recipe's canonical orientation: random flips instead")
+        o['side_col'],o['flip'] = 'none',True
+    if o['loss'] == 'ce': o['loss'] = None  # `radiograph_loss`'s plain loss (BCE for multi-label)
+    return {k: None if v == 'none' and k in ('sampler', 'side_col') else v for k,v in o.items()}
 
 # %% ../nbs/09c_radiograph_train.ipynb #6f2a038e
 def _read_table(data) -> tuple[pd.DataFrame, Path]:
@@ -177,13 +191,11 @@ def train_radiographs(data, # Labels CSV (file names relative to its folder) or 
                       **kwargs, # Passed to `radiograph_learner` (e.g. patience, prior_bias, mixed_precision)
                      ) -> dict:
     "Train a `RadiographNet` on a labels table, report on a patient-grouped test split, and save the model; options left at None follow `task_recipe(task)`"
-    r = {k: (task_recipe(task)[k] if v is None else v) for k,v in dict(arch=arch, loss=loss, sampler=sampler, dropout=dropout, size=size, flip=flip,
-                                                                     side_col=side_col, epochs=epochs, bs=bs, lr=lr).items()}
-    arch,loss,sampler,dropout,size,flip,side_col,epochs,bs,lr = r.values()
-    if loss == 'ce': loss = None  # `radiograph_loss`'s plain loss (BCE for multi-label)
-    sampler,side_col = (None if v == 'none' else v for v in (sampler, side_col))
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     df,root = _read_table(data)
+    o = resolve_recipe(task, df.columns, arch=arch, loss=loss, sampler=sampler, dropout=dropout, size=size, flip=flip, side_col=side_col,
+                       epochs=epochs, bs=bs, lr=lr)
+    arch,loss,sampler,dropout,size,flip,side_col,epochs,bs,lr = o.values()
     set_seed(seed)
     label_cols = _label_cols(df, task, label_col)
     task_vocab(df, task, label_col)

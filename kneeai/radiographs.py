@@ -269,11 +269,11 @@ def radiograph_data_config(task:str='fracture', classes=(0, 1), label_cols=('fra
 
 # %% ../nbs/05_radiographs.ipynb #e2b81b16
 class _FileGetter:
-    "`path/row[col]` (an absolute file name in the table stays as it is), a `MirroredPath` where the row's knee is to be mirrored"
-    def __init__(self, path, col, mirror_col=None): self.path,self.col,self.mirror_col = Path(path),col,mirror_col
+    "`path/row[col]` (an absolute file name in the table stays as it is), a `MirroredPath` where the row's `side_col` is not `canonical_side`"
+    def __init__(self, path, col, side_col=None, canonical_side='L'): self.path,self.col,self.side_col,self.canonical = Path(path),col,side_col,canonical_side
     def __call__(self, row):
         fn = self.path/row[self.col]
-        return MirroredPath(fn) if self.mirror_col and row[self.mirror_col] else fn
+        return MirroredPath(fn) if self.side_col and mirror_flags([row[self.side_col]], self.canonical)[0] else fn
 
 def _norm_tfms(cfg:dict) -> list:
     "The batch transforms of a data config that run at prediction too: CLAHE (if asked) and normalisation"
@@ -309,7 +309,7 @@ def radiograph_dls(df:pd.DataFrame, # Labels table: one row per image
     df = df.reset_index(drop=True)
     if side_col is not None:
         if flip: raise DataError(side_col, 'random flips would undo the canonical orientation', hint='use side_col with flip=False')
-        df = df.assign(_mirror=mirror_flags(_col(df, side_col, 'side'), canonical_side))
+        mirror_flags(_col(df, side_col, 'side'), canonical_side)  # every knee has a side, or the error names the rows
     is_valid = (_col(df, valid_col, 'validation').astype(bool).to_numpy() if valid_col else
                 patient_split(df, valid_pct, seed, patient_col, by=label_cols if task != 'multilabel' else label_cols[:1]))
     n_train = int((~is_valid).sum())
@@ -319,7 +319,7 @@ def radiograph_dls(df:pd.DataFrame, # Labels table: one row per image
     yb = (MultiCategoryBlock(encoded=True, vocab=label_cols) if task == 'multilabel' else CategoryBlock(vocab=classes, sort=False))
     augs = aug_transforms(do_flip=flip, max_rotate=10., max_zoom=1.1, max_warp=0., max_lighting=.2, p_lighting=.5, pad_mode='zeros') if augment else []
     block = DataBlock(blocks=(RadiographBlock(size, in_chans, prep, cache), yb), n_inp=1,
-                      get_x=_FileGetter(path, fn_col, '_mirror' if side_col is not None else None), get_y=ColReader(label_cols if task == 'multilabel' else label_cols[0]),
+                      get_x=_FileGetter(path, fn_col, side_col, canonical_side), get_y=ColReader(label_cols if task == 'multilabel' else label_cols[0]),
                       splitter=IndexSplitter(np.flatnonzero(is_valid)), batch_tfms=[*augs, *_norm_tfms(cfg)])
     device = get_device(device)
     if num_workers is None: num_workers = 0 if device.type == 'cpu' else min(8, defaults.cpus)

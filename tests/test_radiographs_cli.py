@@ -93,7 +93,10 @@ def test_train_kl_layout_png(xr, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = json.loads((out/'model'/'config.json').read_text())
     assert cfg['data']['classes'] == [0, 1, 2, 3, 4] and cfg['model']['head'] == 'coral' and cfg['data']['fn_col'] == 'path'
-    r = kneeai_cmd('predict', '--model', out/'model', tmp_path/rows[0]['path'])
+    assert cfg['data']['canonical_side'] == 'L'   # the KL recipe: every knee shown as a left one (its side column)
+    r = kneeai_cmd('predict', '--model', out/'model', tmp_path/rows[0]['path'])   # a PNG has no laterality: refused, not guessed
+    assert r.returncode == 1 and "side is unknown" in r.stderr and '--side' in r.stderr and 'Traceback' not in r.stderr
+    r = kneeai_cmd('predict', '--model', out/'model', tmp_path/rows[0]['path'], '--side', rows[0]['side'])
     res = json.loads(r.stdout)[str(tmp_path/rows[0]['path'])]
     assert set(res) == {'0', '1', '2', '3', '4'} and abs(sum(res.values()) - 1) < 1e-5
 
