@@ -123,12 +123,14 @@ def finetune(init, fn, recipe, frac, seed, pool, test, kl, csv, lr=3e-3):
 def plan(seeds=(0, 1)):
     "The fine-tuning runs in order of priority (a cut-off drops the last)"
     base = [('one_cycle', 'random'), ('fine_tune', 'simclr'), ('fine_tune', 'byol')]
+    same = [('one_cycle', 'random'), ('one_cycle', 'simclr'), ('one_cycle', 'byol')]  # the base's schedule for every init
     s0,more = seeds[0],seeds[1:]
     return [*[(i, r, f, s0) for f in (.1, .25, 1.) for r,i in base],          # every init, first seed
             *[('random', 'fine_tune', f, s0) for f in (.1, .25)],             # the random body through fit_recipe
-            *[(i, 'one_cycle', .1, s0) for i in ('simclr', 'byol')],          # the SSL bodies with the base's schedule
-            *[(i, r, f, s) for s in more for f in (.1, .25) for r,i in base],  # more seeds where labels are few
-            *[(i, 'one_cycle', .25, s0) for i in ('simclr', 'byol')], ('random', 'fine_tune', 1., s0)]
+            *[(i, 'one_cycle', f, s0) for f in (.1, .25) for i in ('simclr', 'byol')],
+            *[(i, r, f, s) for s in more for f in (.1, .25) for r,i in same],  # more seeds where labels are few
+            *[(i, 'fine_tune', f, s) for s in more for f in (.1, .25) for i in ('simclr', 'byol')],
+            ('random', 'fine_tune', 1., s0), *[(i, 'one_cycle', 1., s0) for i in ('simclr', 'byol')]]
 
 def report(out, plot):
     runs = pd.read_csv(out/'runs.csv')
