@@ -129,8 +129,8 @@ def plan(seeds=(0, 1)):
             *[('random', 'fine_tune', f, s0) for f in (.1, .25)],             # the random body through fit_recipe
             *[(i, 'one_cycle', f, s0) for f in (.1, .25) for i in ('simclr', 'byol')],
             *[(i, r, f, s) for s in more for f in (.1, .25) for r,i in same],  # more seeds where labels are few
-            *[(i, 'fine_tune', f, s) for s in more for f in (.1, .25) for i in ('simclr', 'byol')],
-            ('random', 'fine_tune', 1., s0), *[(i, 'one_cycle', 1., s0) for i in ('simclr', 'byol')]]
+            *[(i, 'one_cycle', 1., s0) for i in ('byol', 'simclr')],
+            *[(i, 'fine_tune', f, s) for s in more for f in (.1, .25) for i in ('simclr', 'byol')], ('random', 'fine_tune', 1., s0)]
 
 def report(out, plot):
     runs = pd.read_csv(out/'runs.csv')
