@@ -148,19 +148,20 @@ def paired(out, pool, fold_of, ref='base', nf=3, n_boot=1000, seed=0):
     base,rng,rows = load_oof(ref),np.random.default_rng(seed),[]
     def scores(y, p, idx):
         yy,pp = y[idx],p[idx]
-        return cohen_kappa_score(yy, pp.argmax(1), weights='quadratic'), roc_auc_score(yy >= 2, pp[:, 2:].sum(1))
+        return cohen_kappa_score(yy, pp.argmax(1), weights='quadratic'), roc_auc_score(yy >= 2, pp[:, 2:].sum(1)), (yy == pp.argmax(1)).mean()
     for name in sorted({p.name.split('.fold')[0] for p in out.glob('*.fold*.npz')} - {ref}):
         oof = load_oof(name); ks = sorted(set(oof) & set(base))
         if not ks: continue
         y = np.concatenate([pool.kl_grade.to_numpy()[fold_of == k] for k in ks])
         pa,pb = np.concatenate([oof[k] for k in ks]),np.concatenate([base[k] for k in ks])
-        full = np.arange(len(y)); (qa,aa),(qb,ab) = scores(y, pa, full),scores(y, pb, full)
+        full = np.arange(len(y)); (qa,aa,ca),(qb,ab,cb) = scores(y, pa, full),scores(y, pb, full)
         d = []
         for _ in range(n_boot):
-            i = rng.integers(0, len(y), len(y)); (x1,x2),(z1,z2) = scores(y, pa, i),scores(y, pb, i); d.append((x1 - z1, x2 - z2))
+            i = rng.integers(0, len(y), len(y)); (x1,x2,x3),(z1,z2,z3) = scores(y, pa, i),scores(y, pb, i); d.append((x1 - z1, x2 - z2, x3 - z3))
         d = np.array(d)
         rows.append(dict(config=name, folds=''.join(map(str, ks)), n=len(y), qwk=qa, qwk_ref=qb, d_qwk=qa - qb, d_qwk_lo=np.quantile(d[:, 0], .025), d_qwk_hi=np.quantile(d[:, 0], .975),
-                         auc2=aa, auc2_ref=ab, d_auc2=aa - ab, d_auc2_lo=np.quantile(d[:, 1], .025), d_auc2_hi=np.quantile(d[:, 1], .975)))
+                         auc2=aa, auc2_ref=ab, d_auc2=aa - ab, d_auc2_lo=np.quantile(d[:, 1], .025), d_auc2_hi=np.quantile(d[:, 1], .975),
+                         acc=ca, acc_ref=cb, d_acc=ca - cb, d_acc_lo=np.quantile(d[:, 2], .025), d_acc_hi=np.quantile(d[:, 2], .975)))
     t = pd.DataFrame(rows).set_index('config').sort_values('d_qwk', ascending=False)
     t.to_csv(out/'paired.csv')
     with pd.option_context('display.width', 250, 'display.max_columns', 40): print(t.round(3).to_string())

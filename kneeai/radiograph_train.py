@@ -94,7 +94,7 @@ def radiograph_learner(dls:DataLoaders, # From `radiograph_dls`
 # %% ../nbs/09c_radiograph_train.ipynb #e3a2777f
 RADIOGRAPH_RECIPES = {
     'default': dict(arch='resnet18', loss='ce', sampler='none', dropout=0., size=224, flip=False, side_col='none', epochs=10, bs=16, lr=1e-3),
-    'kl': dict(arch='small_cnn', loss='coral', sampler='batch', dropout=0., size=128, flip=False, side_col='side', epochs=20, bs=32, lr=3e-3),
+    'kl': dict(arch='small_cnn', loss='ce', sampler='batch', dropout=0., size=128, flip=False, side_col='side', epochs=20, bs=32, lr=3e-3),
 } # The training options of each task ('default': of any task without its own); 'kl' chosen by cross-validation (bench/kl_recipe.py)
 
 def task_recipe(task:str) -> dict:
