@@ -17,7 +17,7 @@ from PIL import Image
 from .core import KneeaiError, ModelError, VolumeError, DataError, atomic_write
 from .dicom import dicom_files
 from .volumes import exams_df, exam_tensors, load_volume, read_mrnet_labels
-from .radiographs import load_radiograph, IMAGE_SUFFIXES
+from .radiographs import load_radiograph, knee_side, IMAGE_SUFFIXES
 from .models import last_conv, MRNet, TripleMRNet, output_probs, output_names
 from .learner import Predictor
 from fastai.learner import Learner  # after kneeai.volumes, which silences torch's warning about fastai's torch.jit.script on import
@@ -458,6 +458,8 @@ def explain_images(model:nn.Module, # A radiograph model from `kneeai.learner.lo
     for f in map(Path, files):
         try: x = load_radiograph(f, **cfg['data']).as_subclass(Tensor)
         except KneeaiError as e: summary[str(f)] = dict(error=str(e)); continue
+        side = knee_side(f) if cfg['data'].get('canonical_side') else None  # a mirrored knee is shown as acquired
+        shown = (lambda a: np.ascontiguousarray(a[..., ::-1])) if side not in (None, cfg['data']['canonical_side']) else (lambda a: a)
         model.eval()
         with torch.no_grad(): probs = output_probs(model(x[None].to(dev)), cfg)[0].tolist()
         ts = [int(np.argmax(probs))] if targets is None else [_target_index(t, names, len(names)) for t in targets]
@@ -467,7 +469,7 @@ def explain_images(model:nn.Module, # A radiograph model from `kneeai.learner.lo
         fns = []
         for t in ts:
             fns.append(str(out/f'{stem}_{names[t]}.png'))
-            _save_png(overlay(x[0].numpy(), image_cam(model, x, cfg, t, method), alpha), Path(fns[-1]))
+            _save_png(overlay(shown(x[0].numpy()), shown(image_cam(model, x, cfg, t, method)), alpha), Path(fns[-1]))
         summary[str(f)] = dict(probs=dict(zip(names, probs)), classes=[names[t] for t in ts], files=fns)
     if summary and all('error' in v for v in summary.values()): raise DataError(', '.join(summary)[:300], 'no file could be read as a radiograph')
     with atomic_write(out/'explain.json', 'w') as fh: json.dump(dict(method=method, images=summary), fh, indent=1)
