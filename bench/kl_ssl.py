@@ -10,7 +10,8 @@ the same for every init), and scored once on the test knees with `kl_scores`. Re
   fine_tune: `fit_recipe(pretrained=True)` (a head epoch on cached features of the frozen body, then everything at
              slice(lr/200, lr/2)), what `kneeai train radiographs --pretrained BODY` does;
   one_cycle: `fit_one_cycle(epochs, lr)` from the init, the supervised base's schedule (the random baseline).
-Every finished run is appended to OUT/runs.csv at once; runs already there are skipped (a cut-off loses nothing).
+Every finished run is appended to OUT/runs.csv at once; runs already there are skipped (a cut-off loses nothing); the
+runs go in order of priority (`plan`). SSL: SimCLR 40 epochs, BYOL 25 (about 13 CPU minutes each, 1 thread).
 
     .venv/bin/python bench/kl_ssl.py --out /work/ssl_runs           # everything, resumable
     .venv/bin/python bench/kl_ssl.py --out /work/ssl_runs --table   # only the table and plot of saved runs
