@@ -56,16 +56,8 @@ class NeighbourSmoothing:
         return F.softmax(x.float(), -1)
     def decodes(self, x): return x.argmax(-1)
 
-def _loss(name, n):
-    if name == 'nbr_ls': return NeighbourSmoothing(n)
-    if name == 'cumlink':
-        from kneeai.models import CumulativeLinkLoss
-        return CumulativeLinkLoss(n)
-    return name
 
 def run_fold(cfg, pool, tst, kl, fold_of, k, seed=0):
-    import torch
-    from fastai.basics import Learner
     from kneeai.core import set_seed
     from kneeai.radiographs import radiograph_dls
     from kneeai.radiograph_train import radiograph_learner
@@ -75,12 +67,10 @@ def run_fold(cfg, pool, tst, kl, fold_of, k, seed=0):
     df = pool.assign(is_valid=fold_of == k)
     dls = radiograph_dls(df, kl, fn_col='path', task='kl', valid_col='is_valid', size=cfg['size'], bs=cfg['bs'], flip=cfg['flip'],
                          side_col='side' if cfg['side'] else None, seed=seed, device='cpu')
-    loss = _loss(cfg['loss'], 5)
-    head_loss = 'coral' if cfg['loss'] in ('coral', 'cumlink') else None
-    learn = radiograph_learner(dls, cfg['arch'], loss=head_loss, sampler=cfg['sampler'], sampler_kwargs=dict(k=1, seed=seed + k) if cfg['sampler'] == 'batch' else None,
+    loss = NeighbourSmoothing(5) if cfg['loss'] == 'nbr_ls' else cfg['loss']   # kneeai's names: None (cross-entropy), 'coral', 'cumlink'
+    learn = radiograph_learner(dls, cfg['arch'], loss=loss, sampler=cfg['sampler'], sampler_kwargs=dict(k=1, seed=seed + k) if cfg['sampler'] == 'batch' else None,
                                dropout=cfg['dropout'], path=tempfile.mkdtemp(), csv_log=False, mixed_precision=False,
                                cbs=[AugmentStrength(cfg['aug'])] if cfg['aug'] != 1 else None)
-    if not isinstance(loss, (str, type(None))): learn.loss_func = loss
     learn.remove_cbs([c for c in learn.cbs if isinstance(c, SaveBestModel)])
     c0,t0 = time.process_time(),time.perf_counter()
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(cfg['epochs'], cfg['lr'], **({'wd': cfg['wd']} if cfg['wd'] else {}))
@@ -128,7 +118,7 @@ def table(out, pool, tst, fold_of, nf):
         r.update({f'cv_{k}': v for k,v in cv.items() if k != 'n'})
         r['cv_n'] = len(y)
         for what in ('test', 'test_tta'):
-            single = [kl_scores(tst.kl_grade, f[what], n_boot=0 if False else 200) for f in fs]
+            single = [kl_scores(tst.kl_grade, f[what], n_boot=200) for f in fs]
             r[f'{what}_qwk_mean'] = np.mean([s['qwk'] for s in single]); r[f'{what}_auc2_mean'] = np.mean([s['auc2'] for s in single])
             ens = kl_scores(tst.kl_grade, np.mean([f[what] for f in fs], 0))
             r.update({f'{what}_ens_{k}': v for k,v in ens.items() if k != 'n'})

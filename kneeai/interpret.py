@@ -456,9 +456,10 @@ def explain_images(model:nn.Module, # A radiograph model from `kneeai.learner.lo
     out,names = Path(out),[str(c) for c in cfg['data']['classes']]
     dev,summary,stems = next(model.parameters()).device,{},set()
     for f in map(Path, files):
-        try: x = load_radiograph(f, **cfg['data']).as_subclass(Tensor)
+        try:
+            side = knee_side(f) if cfg['data'].get('canonical_side') else None  # read once: the model sees it mirrored, the overlay shows it as acquired
+            x = load_radiograph(f, **cfg['data'], side=side).as_subclass(Tensor)
         except KneeaiError as e: summary[str(f)] = dict(error=str(e)); continue
-        side = knee_side(f) if cfg['data'].get('canonical_side') else None  # a mirrored knee is shown as acquired
         shown = (lambda a: np.ascontiguousarray(a[..., ::-1])) if side not in (None, cfg['data']['canonical_side']) else (lambda a: a)
         model.eval()
         with torch.no_grad(): probs = output_probs(model(x[None].to(dev)), cfg)[0].tolist()

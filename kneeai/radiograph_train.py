@@ -195,7 +195,7 @@ def train_radiographs(data, # Labels CSV (file names relative to its folder) or 
     df,root = _read_table(data)
     o = resolve_recipe(task, df.columns, arch=arch, loss=loss, sampler=sampler, dropout=dropout, size=size, flip=flip, side_col=side_col,
                        epochs=epochs, bs=bs, lr=lr)
-    arch,loss,sampler,dropout,size,flip,side_col,epochs,bs,lr = o.values()
+    arch,loss,sampler,dropout,size,flip,side_col,epochs,bs,lr = (o[k] for k in ('arch', 'loss', 'sampler', 'dropout', 'size', 'flip', 'side_col', 'epochs', 'bs', 'lr'))
     set_seed(seed)
     label_cols = _label_cols(df, task, label_col)
     task_vocab(df, task, label_col)

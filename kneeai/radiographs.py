@@ -129,18 +129,19 @@ class MirroredPath(type(Path())):
     "A file name whose image `RadiographLoader` reads flipped left-right (a knee shown as the other side's)"
 
 _SIDES = {'L': 'L', 'LEFT': 'L', 'R': 'R', 'RIGHT': 'R'}
+def _side(v) -> str|None: return _SIDES.get(str(v).strip().upper())  # 'L', 'R', or None for anything else
 
 def mirror_flags(sides, # Each knee's side: 'L'/'R' (DICOM's code strings) or 'left'/'right', any case
                  canonical_side:str='L', # The side every knee is to be shown as
                 ) -> np.ndarray:
     "True where an image must be flipped left-right to show its knee as a `canonical_side` knee"
-    if str(canonical_side).upper() not in _SIDES: raise DataError(canonical_side, 'the canonical side must be L or R')
-    s = pd.Series(list(sides)).astype(str).str.strip().str.upper().map(_SIDES)
-    if s.isna().any():
-        bad = s.index[s.isna()]
-        raise DataError('side', f'{len(bad)} knee(s) with no side L or R, e.g. {list(pd.Series(list(sides))[bad[:3]])} at rows {bad[:3].tolist()}',
-                        hint='give every knee its side (L/R), or train without the side column')
-    return (s != _SIDES[str(canonical_side).upper()]).to_numpy()
+    if _side(canonical_side) is None: raise DataError(canonical_side, 'the canonical side must be L or R')
+    sides = list(sides)
+    s = [_side(v) for v in sides]
+    bad = [i for i,v in enumerate(s) if v is None]
+    if bad: raise DataError('side', f'{len(bad)} knee(s) with no side L or R, e.g. {[sides[i] for i in bad[:3]]} at rows {bad[:3]}',
+                            hint='give every knee its side (L/R), or train without the side column')
+    return np.array(s) != _side(canonical_side)
 
 # %% ../nbs/05_radiographs.ipynb #7eadb359
 def knee_side(fn, # A DICOM or image file, or an array
@@ -273,7 +274,7 @@ class _FileGetter:
     def __init__(self, path, col, side_col=None, canonical_side='L'): self.path,self.col,self.side_col,self.canonical = Path(path),col,side_col,canonical_side
     def __call__(self, row):
         fn = self.path/row[self.col]
-        return MirroredPath(fn) if self.side_col and mirror_flags([row[self.side_col]], self.canonical)[0] else fn
+        return MirroredPath(fn) if self.side_col and mirror_flags([row[self.side_col]], self.canonical)[0] else fn  # per item and epoch: no pandas in here
 
 def _norm_tfms(cfg:dict) -> list:
     "The batch transforms of a data config that run at prediction too: CLAHE (if asked) and normalisation"
