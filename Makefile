@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 ## test: every test: the notebooks, pytest, and notebooks/modules in step
 ## test runs with its own KNEEAI_HOME (de-identification keys, cached measurements), unless one is set, so that it never
-## writes into the user's ~/.kneeai
+## writes into the user's ~/.kneeai, and with its own TMPDIR, removed afterwards, so that no test's scratch files outlive it
 test: install
 	@home=$$(mktemp -d); trap 'rm -rf "$$home"' EXIT; export KNEEAI_HOME="$${KNEEAI_HOME:-$$home}"; \
+	mkdir "$$home/tmp"; export TMPDIR="$$home/tmp"; \
 	$(MAKE) --no-print-directory e2e-deps nbtest pytest check-sync
 
 ## e2e-deps: Debian's chromium and chromedriver for the web app's end-to-end test (never a downloaded browser build)
