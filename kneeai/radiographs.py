@@ -157,6 +157,20 @@ def knee_side(fn, # A DICOM or image file, or an array
     return None
 
 # %% ../nbs/05_radiographs.ipynb #172f10cd
+def _knee_side_of(fn, side:str|None=None, canonical_side:str='L') -> str:
+    "`side` (L/R, left/right, any case) where the DICOM header agrees or says nothing, else the header's; a `DataError` where neither says or they differ"
+    name,found = (fn if not isinstance(fn, np.ndarray) else 'the array'),knee_side(fn)
+    if side is None:
+        if found is None: raise DataError(name, f"the model shows every knee as a {'left' if canonical_side == 'L' else 'right'} one, and the knee's side is unknown "
+                                          '(no DICOM Image Laterality or Laterality)',
+                                          hint='give the side (L or R) of each image (`sides` of `predict_images`, `kneeai predict --side`)')
+        return found
+    if _side(side) is None: raise DataError(name, f'{side!r} is not a side', hint='give the knee\'s side as L or R')
+    if found not in (None, _side(side)):
+        raise DataError(name, f'the side given, {_side(side)}, contradicts the DICOM header, which says {found} (Image Laterality, Laterality or Frame Laterality)',
+                        hint='check which is right; leave the side out to use the header\'s')
+    return _side(side)
+
 def load_radiograph(fn, # A DICOM or image file, or a 2-D image array
                     size:int=224, # Side of the square output
                     in_chans:int=1, # Channels: the gray image is repeated to fill them
@@ -164,17 +178,12 @@ def load_radiograph(fn, # A DICOM or image file, or a 2-D image array
                     clahe:float|None=None, # CLAHE clip limit (kornia, as the batch transform of `radiograph_dls`); None: none
                     mean=None, std=None, # Normalisation per channel (e.g. from a model's config); None: values in [0, 1]
                     canonical_side:str|None=None, # Show the knee as this side's (a model's config says so): the other side's images are mirrored
-                    side:str|None=None, # With `canonical_side`: the knee's side, L or R (default: `knee_side(fn)`, DICOM only)
+                    side:str|None=None, # With `canonical_side`: the knee's side, L or R (default: `knee_side(fn)`, DICOM only); a DICOM header that says otherwise is an error
                     **kwargs, # Other entries of a model's data config, ignored (so that `load_radiograph(fn, **cfg['data'])` works)
                    ) -> TensorRadiograph:
     "A radiograph as the float tensor `(in_chans, size, size)` a model of that config takes"
     a = radiograph_array(fn, size, prep)
-    if canonical_side is not None:
-        side = side or knee_side(fn)
-        if side is None: raise DataError(fn if not isinstance(fn, np.ndarray) else 'the array', "the model shows every knee as a "
-                                         f"{'left' if canonical_side == 'L' else 'right'} one, and the knee's side is unknown (no DICOM Image Laterality or Laterality)",
-                                         hint='give the side (L or R) of each image (`sides` of `predict_images`, `kneeai predict --side`)')
-        if mirror_flags([side], canonical_side)[0]: a = a[:, ::-1]
+    if canonical_side is not None and mirror_flags([_knee_side_of(fn, side, canonical_side)], canonical_side)[0]: a = a[:, ::-1]
     x = torch.from_numpy(np.ascontiguousarray(a))[None].expand(in_chans, -1, -1).contiguous()
     if clahe: x = clahe_batch(x[None], clahe)[0]
     if mean is not None: x = (x - torch.tensor(mean).reshape(-1, 1, 1)) / torch.tensor(std).reshape(-1, 1, 1)
