@@ -104,3 +104,20 @@ def tiny_models(mrnet_data, xr_data, tmp_path_factory) -> dict:
     for p in ('sagittal', 'coronal', 'axial'): (exam/f'{p}.npy').write_bytes((mrnet_data/'valid'/p/'0013.npy').read_bytes())
     return dict(mrnet=save_model(learn, tmp/'mrnet_model'), xr=save_model(xl, tmp/'xr_model'), exam=exam,
                 dcms=[xr/f for f in df.file[:3]])
+
+@pytest.fixture(scope='session')
+def kl_model(xr_data, tmp_path_factory) -> Path:
+    """A canonical KL model (#19): small CNN, 32 px, one epoch on `xr_data` with made-up grades, every knee shown as a left one
+    (`side_col` the table's laterality, which the DICOM headers carry too); its config has `canonical_side` 'L' (about 0.5 s)"""
+    import warnings
+    from kneeai.radiographs import radiograph_dls
+    from kneeai.radiograph_train import radiograph_learner
+    from kneeai.learner import save_model
+    tmp,(xr,df) = tmp_path_factory.mktemp('kl_model'),xr_data
+    dls = radiograph_dls(df.assign(kl_grade=df.schatzker % 5), path=xr, task='kl', size=32, bs=2, num_workers=0, device='cpu',
+                         augment=False, side_col='laterality', seed=0)
+    learn = radiograph_learner(dls, 'small_cnn', csv_log=False, path=tmp)
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the metric of a two-image validation set is not a number: nothing to monitor here
+        learn.fit(1, 1e-3)
+    return save_model(learn, tmp/'kl_model')
