@@ -523,6 +523,7 @@ def _add_explain(sub):
          help='comma-separated tasks to explain (default: every task); radiographs: classes (default: the most probable)')
     _opt(p, d, 'method', choices=CAM_METHODS, help='GradCAM or GradCAM++ (default: %(default)s)')
     _opt(p, d, 'k', '--top', type=int, help='slices per plane to write (default: %(default)s)')
+    p.add_argument('--side', choices=('L', 'R'), type=str.upper, help="the knees' side, for a radiograph model trained in canonical orientation (default: each DICOM file's Image Laterality)")
     _shared(p, d, 'device')
     p.set_defaults(func=_explain)
 

@@ -17,7 +17,7 @@ from PIL import Image
 from .core import KneeaiError, ModelError, VolumeError, DataError, atomic_write
 from .dicom import dicom_files
 from .volumes import exams_df, exam_tensors, load_volume, read_mrnet_labels
-from .radiographs import load_radiograph, knee_side, IMAGE_SUFFIXES
+from .radiographs import load_radiograph, knee_side, mirror_flags, IMAGE_SUFFIXES
 from .models import last_conv, MRNet, TripleMRNet, output_probs, output_names
 from .learner import Predictor
 from fastai.learner import Learner  # after kneeai.volumes, which silences torch's warning about fastai's torch.jit.script on import
@@ -451,16 +451,20 @@ def explain_images(model:nn.Module, # A radiograph model from `kneeai.learner.lo
                    targets=None, # Class names or indices (default: each image's most probable class)
                    method:str='gradcam', # 'gradcam' or 'gradcampp'
                    alpha:float=0.4, # Weight of the map in the overlays
+                   sides=None, # Each knee's side (L or R), for a model trained in canonical orientation (default: the DICOM header's)
                   ) -> dict:
     "Write an overlay PNG per image and class (`<stem>_<class>.png`) and `explain.json`; an unreadable file gets its reason"
     out,names = Path(out),[str(c) for c in cfg['data']['classes']]
-    dev,summary,stems = next(model.parameters()).device,{},set()
-    for f in map(Path, files):
+    dev,summary,stems,canon = next(model.parameters()).device,{},set(),cfg['data'].get('canonical_side')
+    files = [Path(f) for f in files]
+    sides = [None]*len(files) if sides is None else list(sides)
+    if len(sides) != len(files): raise DataError('sides', f'{len(sides)} sides for {len(files)} images')
+    for f,side in zip(files, sides):
         try:
-            side = knee_side(f) if cfg['data'].get('canonical_side') else None  # read once: the model sees it mirrored, the overlay shows it as acquired
-            x = load_radiograph(f, **cfg['data'], side=side).as_subclass(Tensor)
+            x = load_radiograph(f, **cfg['data'], side=side).as_subclass(Tensor)  # a given side is checked against the header
+            flip = canon is not None and mirror_flags([knee_side(f) if side is None else side], canon)[0]  # the model saw it mirrored
         except KneeaiError as e: summary[str(f)] = dict(error=str(e)); continue
-        shown = (lambda a: np.ascontiguousarray(a[..., ::-1])) if side not in (None, cfg['data']['canonical_side']) else (lambda a: a)
+        shown = (lambda a: np.ascontiguousarray(a[..., ::-1])) if flip else (lambda a: a)  # the overlay shows the knee as acquired
         model.eval()
         with torch.no_grad(): probs = output_probs(model(x[None].to(dev)), cfg)[0].tolist()
         ts = [int(np.argmax(probs))] if targets is None else [_target_index(t, names, len(names)) for t in targets]
@@ -472,7 +476,8 @@ def explain_images(model:nn.Module, # A radiograph model from `kneeai.learner.lo
             fns.append(str(out/f'{stem}_{names[t]}.png'))
             _save_png(overlay(shown(x[0].numpy()), shown(image_cam(model, x, cfg, t, method)), alpha), Path(fns[-1]))
         summary[str(f)] = dict(probs=dict(zip(names, probs)), classes=[names[t] for t in ts], files=fns)
-    if summary and all('error' in v for v in summary.values()): raise DataError(', '.join(summary)[:300], 'no file could be read as a radiograph')
+    if summary and all('error' in v for v in summary.values()):
+        raise DataError(', '.join(summary)[:300], f"no file could be read as a radiograph; the first: {next(iter(summary.values()))['error']}")
     with atomic_write(out/'explain.json', 'w') as fh: json.dump(dict(method=method, images=summary), fh, indent=1)
     return summary
 
@@ -484,6 +489,7 @@ def explain(model_dir, # A folder from `save_model`: an MRNet model, a radiograp
             method:str='gradcam', # 'gradcam' or 'gradcampp'
             k:int=3, # Top slices per plane (MRNet)
             device=None, # Default: the best available
+            side:str|None=None, # The knees' side, L or R, for a radiograph model trained in canonical orientation (default: each DICOM file's header)
            ) -> dict:
     "Load a model and write the overlays of `inputs` to `out` (`explain_exam` per exam, or `explain_images`); returns the summaries"
     pred = Predictor.load(model_dir, device)
@@ -491,10 +497,12 @@ def explain(model_dir, # A folder from `save_model`: an MRNet model, a radiograp
     out,inputs = Path(out),[Path(i) for i in inputs]
     if not inputs: raise DataError(out, 'nothing to explain', hint='give exam folders, or image files for a radiograph model')
     if k < 1: raise DataError(k, 'the number of top slices must be at least 1')
+    if side is not None and pred.inputs != 'images':
+        raise DataError(side, f"a knee's side is for radiograph models; this {pred.kind} model reads {pred.inputs}", hint='leave the side out')
     if pred.inputs == 'studies': return explain_studies(pred, inputs, out, tasks, method)
     if pred.inputs == 'images':
         files = [f for i in inputs for f in ((dicom_files(i) + sorted(p for p in i.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)) if i.is_dir() else [i])]
-        return explain_images(model, cfg, files, out, tasks, method)
+        return explain_images(model, cfg, files, out, tasks, method, sides=None if side is None else [side]*len(files))
     return {str(e): explain_exam(model, cfg, e, out/e.name, tasks, method, k) for e in inputs}
 
 # %% ../nbs/12_interpret.ipynb #5f00ffad

@@ -163,7 +163,7 @@ def _knee_side_of(fn, side:str|None=None, canonical_side:str='L') -> str:
     if side is None:
         if found is None: raise DataError(name, f"the model shows every knee as a {'left' if canonical_side == 'L' else 'right'} one, and the knee's side is unknown "
                                           '(no DICOM Image Laterality or Laterality)',
-                                          hint='give the side (L or R) of each image (`sides` of `predict_images`, `kneeai predict --side`)')
+                                          hint='give the side (L or R) of each image: `sides` of `predict_images` or `explain_images`, `--side` of `kneeai predict` or `kneeai explain`')
         return found
     if _side(side) is None: raise DataError(name, f'{side!r} is not a side', hint='give the knee\'s side as L or R')
     if found not in (None, _side(side)):

@@ -89,3 +89,19 @@ def test_explain_radiographs(tmp_path):
     r = kneeai_cmd('explain', '--model', tmp_path/'model', dcm, tmp_path/'bad.png', '--out', tmp_path/'out2')
     assert r.returncode == 1 and 'bad.png' in r.stderr.strip().splitlines()[-1] and 'Traceback' not in r.stderr
     assert len(json.loads((tmp_path/'out2'/'explain.json').read_text())['images'][str(dcm)]['files']) == 1
+
+def test_explain_radiographs_with_side(kl_model, xr_data, tmp_path):
+    "A canonical model (#19): `--side` for a PNG, which carries none; without it, one line saying the side is unknown; a side the DICOM header contradicts is that file's error"
+    from PIL import Image
+    xr,df = xr_data
+    png = tmp_path/'knee.png'
+    Image.fromarray((np.random.default_rng(0).random((48, 40))*255).astype(np.uint8)).save(png)
+    r = kneeai_cmd('explain', '--model', kl_model, png, '--out', tmp_path/'out', '--side', 'r')
+    assert r.returncode == 0 and 'knee.png: ' in r.stdout, r.stderr[-3000:]
+    assert len(json.loads((tmp_path/'out'/'explain.json').read_text())['images'][str(png)]['files']) == 1
+    r = kneeai_cmd('explain', '--model', kl_model, png, '--out', tmp_path/'out2')
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and 'Traceback' not in r.stderr and "the knee's side is unknown" in last and '--side' in last, r.stderr
+    right = xr/df.file[df.laterality.eq('R').idxmax()]
+    r = kneeai_cmd('explain', '--model', kl_model, right, png, '--out', tmp_path/'out3', '--side', 'L')
+    assert r.returncode == 1 and 'the side given, L, contradicts the DICOM header, which says R' in r.stderr and 'Traceback' not in r.stderr, r.stderr
