@@ -45,7 +45,7 @@ def single_label(pred:Predictor) -> bool:
 def model_info(pred:Predictor, # The loaded model
                name:str|None=None, # Its name (default: its folder's, or the folder above a folder named 'model')
               ) -> dict:
-    "The model's name, content hash, kind, inputs, outputs, thresholds and training report summary, as JSON-ready data"
+    "The model's name, content hash, kind, inputs, outputs, thresholds, canonical side and training report summary, as JSON-ready data"
     p = Path(pred.path)
     rep = (p if p.is_dir() else p.parent).parent/'report.csv'
     report = json.loads(pd.read_csv(rep, index_col=0).to_json(orient='index')) if rep.exists() else None
@@ -53,6 +53,7 @@ def model_info(pred:Predictor, # The loaded model
                 inputs=pred.inputs, outputs=pred.names, single_label=single_label(pred),
                 thresholds={n: pred.thresholds.get(n) for n in pred.names} if not single_label(pred) else None,
                 data={k: pred.data.get(k) for k in ('planes', 'size', 'task') if k in pred.data},
+                canonical_side=pred.data.get('canonical_side') if pred.inputs == 'images' else None,  # set: each radiograph needs its side
                 trained_with=pred.cfg.get('kneeai_version'), kneeai_version=kneeai.__version__, report=report)
 
 # %% ../nbs/12b_serve.ipynb #e5d1cccb
@@ -77,6 +78,7 @@ _MAGIC = ((b'\x93NUMPY', 'npy'), (b'PK\x03\x04', 'zip'), (b'\x89PNG\r\n\x1a\n', 
 _SUFFIX = dict(dicom='.dcm', png='.png', jpeg='.jpg')
 _EXAM_HINT = 'one exam is three .npy volumes, sagittal, coronal and axial, the plane in each file name; or a zip of them'
 _ANY_HINT = 'send an MRNet exam (three .npy volumes or a zip of them), or DICOM, PNG or JPEG radiographs'
+_SIDE_HINT = "send the form field side, L or R: the knee's side of every image of the request"
 
 def upload_kind(data:bytes # The file's content
                ) -> str|None:
@@ -146,6 +148,7 @@ def exam_volumes(files, # `(name, bytes)` pairs: three `.npy` volumes, or a zip 
 # %% ../nbs/12b_serve.ipynb #9af2c131
 def image_inputs(files, # `(name, bytes)` pairs: DICOM, PNG or JPEG files
                  data_cfg:dict, # The radiograph model's data config (`Predictor.data`)
+                 side:str|None=None, # The knees' side (L or R) for a model trained in canonical orientation (default: each DICOM file's header)
                 ) -> list: # `(name, prepared tensor)` pairs, in order
     "Uploaded radiographs prepared for the model by `load_radiograph`; an unreadable one is a `KneeaiError` naming it"
     res = []
@@ -154,8 +157,8 @@ def image_inputs(files, # `(name, bytes)` pairs: DICOM, PNG or JPEG files
             kind = upload_kind(data)
             if kind not in _SUFFIX: raise DataError(name, 'not a DICOM, PNG or JPEG file', hint=_ANY_HINT)
             (fn := Path(d)/f'{i}{_SUFFIX[kind]}').write_bytes(data)
-            try: res.append((name, load_radiograph(fn, **data_cfg)))
-            except KneeaiError as e: raise type(e)(name, e.reason, e.hint) from None
+            try: res.append((name, load_radiograph(fn, **data_cfg, side=side)))
+            except KneeaiError as e: raise type(e)(name, e.reason, _SIDE_HINT if side is None and 'side is unknown' in e.reason else e.hint) from None
             except Exception as e: raise DataError(name, f'cannot be read as a radiograph ({type(e).__name__})') from None
     return res
 
@@ -163,9 +166,12 @@ def image_inputs(files, # `(name, bytes)` pairs: DICOM, PNG or JPEG files
 def read_upload(files, # `(name, bytes)` pairs from one request
                 pred:Predictor, # The model they are for
                 max_bytes:int=2**30, # Limit of what zips unpack to
+                side:str|None=None, # The knees' side (L or R), for radiographs (see `image_inputs`); an MRNet exam takes none
                ):
     "One exam as plane -> volume, or radiographs as `(name, tensor)` pairs: what the model reads, from one request's files"
     if not files: raise DataError(None, 'no file was sent', hint=_ANY_HINT)
+    if side is not None and pred.inputs != 'images':
+        raise DataError('side', f"a knee's side is for radiograph models; this {pred.kind} model reads {pred.inputs}", hint='leave the side field out')
     kinds = [upload_kind(d) for _,d in files]
     for (n,_),k in zip(files, kinds):
         if k is None: raise DataError(n, 'not a file kneeai can read', hint=_ANY_HINT)
@@ -177,7 +183,7 @@ def read_upload(files, # `(name, bytes)` pairs from one request
     if all(is_exam) != (pred.inputs == 'exams'):
         has,got = ('MRNet exams', 'radiographs') if pred.inputs == 'exams' else ('radiographs', 'MRNet volumes')
         raise DataError(names, f'this {pred.kind} model reads {has}, not {got}', hint='send what the model reads (GET /v1/model)')
-    return exam_volumes(files, pred.data['planes'], max_bytes) if pred.inputs == 'exams' else image_inputs(files, pred.data)
+    return exam_volumes(files, pred.data['planes'], max_bytes) if pred.inputs == 'exams' else image_inputs(files, pred.data, side)
 
 # %% ../nbs/12b_serve.ipynb #4c597f7d
 def _is_mr(data:bytes) -> bool:
@@ -377,7 +383,11 @@ _ENDPOINTS = ('/healthz', '/readyz', '/metrics', '/v1/model', '/v1/predict', '/v
 _UPLOAD_DOC = {'requestBody': {'required': True, 'content': {'multipart/form-data': {'schema': {
     'type': 'object', 'properties': {'files': {'type': 'array', 'items': {'type': 'string', 'format': 'binary'},
         'description': 'An MRNet exam (three .npy volumes, the plane in the file name, or in the field name instead of '
-                       '"files": sagittal, coronal, axial; or a zip of them), or DICOM, PNG or JPEG radiographs'}}}}}}}
+                       '"files": sagittal, coronal, axial; or a zip of them), or DICOM, PNG or JPEG radiographs'},
+        'side': {'type': 'string', 'pattern': '^[LlRr]$', 'description': "Optional: the knee's side, L or R (any case), of every radiograph "
+                 "of the request, for a model trained in canonical orientation (GET /v1/model: canonical_side not null); default: "
+                 "each DICOM file's Image Laterality or Laterality. A header that says the other side, a PNG or JPEG without it, "
+                 "or a side sent with an MRNet exam is a 422"}}}}}}}
 
 _ERROR_EXAMPLE = {'error': {'type': 'VolumeError', 'file': 'axial.npy', 'reason': 'truncated or corrupt .npy file', 'hint': None},
                   'request_id': '5f0c2a9d1e7b4c3a'}
@@ -400,6 +410,14 @@ def _form_files(form, max_files:int) -> list:
     if len(ups) > max_files: raise DataError(None, f'{len(ups)} files in one request, more than the limit of {max_files}')
     return [(f'{k}/{v.filename or k}' if k in PLANES else (v.filename or k), v.file.read()) for k,v in ups]
 
+def _form_side(form) -> str|None:
+    "The form field `side`: 'L' or 'R' (sent in any case), None where absent or empty; anything else a `DataError`"
+    vs = [v.strip() for k,v in form.multi_items() if k == 'side' and isinstance(v, str)]
+    if len(vs) > 1: raise DataError('side', f'{len(vs)} side fields in one request', hint=_SIDE_HINT)
+    if not vs or not vs[0]: return None
+    if vs[0].upper() not in ('L', 'R'): raise DataError('side', f'{vs[0][:20]!r} is not a side', hint=_SIDE_HINT)
+    return vs[0].upper()
+
 class _Service:
     "The state of one worker: the model, its batcher, limits and metrics"
     def __init__(self, pred:Predictor, key, name, max_batch, batch_wait_ms, max_upload_mb, max_files, max_active, timeout):
@@ -408,12 +426,12 @@ class _Service:
         self.batcher = Batcher(lambda items: predict_batch(pred, items), max_batch, batch_wait_ms,
                                on_batch=lambda n,s: (self.metrics.batch_size.observe(n), self.metrics.batch_seconds.observe(s)))
 
-    async def files(self, request) -> list:
-        "The request's files, read within the limits"
+    async def files(self, request) -> tuple:
+        "The request's files, read within the limits, and its `side` field"
         from starlette.exceptions import HTTPException
         try: form = await request.form(max_files=self.max_files + 1, max_fields=100)
         except HTTPException as e: raise DataError(None, f'not a readable multipart form ({e.detail})') from None
-        try: return _form_files(form, self.max_files)
+        try: return _form_files(form, self.max_files), _form_side(form)
         finally: await form.close()
 
     async def answer(self, request, work, *args):
@@ -434,16 +452,16 @@ class _Service:
         return _error(err[0], err[1], err[2], rid, err[3], err[4])
 
     async def read(self, request) -> tuple:
-        "The request's files and what the model reads from them (decoded on a worker thread)"
-        files = await self.files(request)
-        return files, await asyncio.get_running_loop().run_in_executor(None, read_upload, files, self.pred, self.max_bytes)
+        "The request's files, its side and what the model reads from them (decoded on a worker thread)"
+        files,side = await self.files(request)
+        return files, side, await asyncio.get_running_loop().run_in_executor(None, read_upload, files, self.pred, self.max_bytes, side)
 
     async def predict(self, request) -> dict:
         self.batcher.coming += 1  # on its way to the batcher: a batch may wait for it
         coming = True
         try:
             async with self.active:
-                _,item = await self.read(request)
+                *_,item = await self.read(request)
                 self.batcher.coming -= 1; coming = False
                 df = await self.batcher(item)
         finally:
@@ -456,12 +474,12 @@ class _Service:
     async def explain(self, request, tasks, method, k) -> dict:
         if method not in CAM_METHODS: raise DataError(method, 'not a CAM method kneeai knows', hint=f"use one of {', '.join(CAM_METHODS)}")
         async with self.active:
-            files,item = await self.read(request)
-            summary,pngs = await self.batcher.call(_explain, self.pred, item, files, tasks, method, k)
+            files,side,item = await self.read(request)
+            summary,pngs = await self.batcher.call(_explain, self.pred, item, files, tasks, method, k, side)
         return dict(model={k: self.info[k] for k in ('name', 'sha256')}, method=method, summary=summary, images=pngs)
 
 # %% ../nbs/12b_serve.ipynb #5c5fb434
-def _explain(pred:Predictor, item, files, tasks, method:str, k:int) -> tuple:
+def _explain(pred:Predictor, item, files, tasks, method:str, k:int, side:str|None=None) -> tuple:
     "The summary and base64 PNGs of `explain_exam` (an exam: `item`) or `explain_images` (radiographs: `files`)"
     with tempfile.TemporaryDirectory() as d:
         d,rel = Path(d),lambda fs: [str(Path(f).relative_to(d/'out')) for f in fs]
@@ -474,7 +492,7 @@ def _explain(pred:Predictor, item, files, tasks, method:str, k:int) -> tuple:
         else:
             fns = []
             for i,(_,data) in enumerate(files): (fn := d/f'image{i}{_SUFFIX[upload_kind(data)]}').write_bytes(data); fns.append(fn)
-            res = explain_images(pred.model, pred.cfg, fns, d/'out', tasks, method)
+            res = explain_images(pred.model, pred.cfg, fns, d/'out', tasks, method, sides=None if side is None else [side]*len(fns))
             s = dict(method=method, images=[dict(input=n, **{**r, 'files': rel(r.get('files', []))}) for (n,_),r in zip(files, res.values())])
         pngs = {str(f.relative_to(d/'out')): base64.b64encode(f.read_bytes()).decode() for f in sorted((d/'out').rglob('*.png'))}
     return s, pngs

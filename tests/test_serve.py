@@ -187,3 +187,38 @@ def test_metrics_and_a_log_without_file_names(srv):
         if r.headers['x-request-id'] in log: break
         time.sleep(.05)
     assert r.headers['x-request-id'] in log and 'DOE^JOHN' not in log and 'cut.dcm' not in log
+
+def test_side_of_a_canonical_model(kl_model, xr_data, tmp_path):
+    """A canonical KL model (#19), in the process (Starlette's TestClient): GET /v1/model says it needs each knee's side; the form
+    field `side` (any case) for /v1/predict and /v1/explain, as `Predictor.predict_images(sides=...)`; what is wrong is a 422"""
+    from PIL import Image
+    from starlette.testclient import TestClient
+    from kneeai.learner import Predictor
+    from kneeai.serve import serve_app
+    xr,df = xr_data
+    pred = Predictor.load(kl_model, 'cpu')
+    png = tmp_path/'knee.png'
+    Image.fromarray((np.random.default_rng(0).random((48, 40))*255).astype(np.uint8)).save(png)
+    right = xr/df.file[df.laterality.eq('R').idxmax()]
+    ref = pred.predict_images([png, png], names=['R', 'L'], sides=['R', 'L'])
+    assert (ref.iloc[0] - ref.iloc[1]).abs().max() > 1e-4  # the model tells a knee from its mirror image
+    with TestClient(serve_app(pred)) as c:
+        assert c.get('/v1/model').json()['canonical_side'] == 'L'
+        post = lambda files, ep='predict', **data: c.post(f'/v1/{ep}', files=files, data=data)
+        up = {'files': ('knee.png', png.read_bytes())}
+        for side,row in (('r', 0), ('L', 1)):
+            r = post(up, side=side)
+            assert r.status_code == 200, r.text
+            got = r.json()['results'][0]['probabilities']
+            assert all(abs(got[k] - ref.iloc[row][k]) <= 1e-6 for k in got), (side, got, ref)
+        assert post(up, side='').status_code == 422  # empty: as if not sent
+        r = post(up)
+        assert _err(r, 422) == ('knee.png', "the model shows every knee as a left one, and the knee's side is unknown (no DICOM Image Laterality or Laterality)")
+        assert r.json()['error']['hint'] == "send the form field side, L or R: the knee's side of every image of the request"
+        assert _err(post(up, side='left knee'), 422) == ('side', "'left knee' is not a side")
+        dcm = {'files': ('right.dcm', right.read_bytes())}
+        assert post(dcm).status_code == 200  # the side in the header
+        assert _err(post(dcm, side='l'), 422) == ('right.dcm', 'the side given, L, contradicts the DICOM header, which says R (Image Laterality, Laterality or Frame Laterality)')
+        r = post(up, 'explain', side='R')
+        assert r.status_code == 200 and len(r.json()['images']) == 1, r.text
+        assert _err(post(up, 'explain'), 422)[0] == 'knee.png'
