@@ -10,7 +10,7 @@ used for nothing else (the choice is made on the cross-validated scores).
 
     .venv/bin/python bench/kl_recipe.py --configs base mirror ce ...   # runs what is missing, appends to OUT/runs.csv
     .venv/bin/python bench/kl_recipe.py --table                        # the table of everything run so far (test: TTA, fold ensemble)
-    .venv/bin/python bench/kl_recipe.py --paired [--plot nbs/images/kl_recipe.png]   # each configuration against base on the same folds
+    .venv/bin/python bench/kl_recipe.py --paired [--ref base] [--plot nbs/images/kl_recipe.png]   # each configuration against --ref on the same folds
 """
 import argparse, json, os, sys, time, tempfile, warnings
 from pathlib import Path
@@ -153,19 +153,19 @@ def paired(out, pool, fold_of, ref='base', nf=3, n_boot=1000, seed=0):
                          auc2=aa, auc2_ref=ab, d_auc2=aa - ab, d_auc2_lo=np.quantile(d[:, 1], .025), d_auc2_hi=np.quantile(d[:, 1], .975),
                          acc=ca, acc_ref=cb, d_acc=ca - cb, d_acc_lo=np.quantile(d[:, 2], .025), d_acc_hi=np.quantile(d[:, 2], .975)))
     t = pd.DataFrame(rows).set_index('config').sort_values('d_qwk', ascending=False)
-    t.to_csv(out/'paired.csv')
+    t.to_csv(out/('paired.csv' if ref == 'base' else f'paired_{ref}.csv'))
     with pd.option_context('display.width', 250, 'display.max_columns', 40): print(t.round(3).to_string())
     return t
 
-def plot(t, fn):
-    "The paired differences against the reference with their 95 % intervals, one row per configuration"
+def plot(t, fn, ref='base'):
+    "The paired differences against the reference `ref` with their 95 % intervals, one row per configuration"
     import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
     t = t.sort_values('d_qwk')
     fig,axs = plt.subplots(1, 2, figsize=(10, .45*len(t) + 1.4), sharey=True)
     for ax,m,title in zip(axs, ('qwk', 'auc2'), ('quadratic-weighted kappa', 'AUC of KL >= 2')):
         d,lo,hi = t[f'd_{m}'],t[f'd_{m}_lo'],t[f'd_{m}_hi']
         ax.errorbar(d, range(len(t)), xerr=[d - lo, hi - d], fmt='o', capsize=3)
-        ax.axvline(0, color='gray', lw=.8); ax.set_title(f'{title}: change vs base'); ax.grid(alpha=.3)
+        ax.axvline(0, color='gray', lw=.8); ax.set_title(f'{title}: change vs {ref}'); ax.grid(alpha=.3)
     axs[0].set_yticks(range(len(t))); axs[0].set_yticklabels([f'{c} (folds {f})' for c,f in zip(t.index, t.folds)])
     fig.tight_layout(); fig.savefig(fn, dpi=110); plt.close(fig)
 
@@ -173,8 +173,9 @@ if __name__ == '__main__':
     if "--paired" in sys.argv:
         df,kl = kl_table(); pool,tst = pool_and_test(df)
         out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else Path("/tmp/kl_recipe")
-        t = paired(out, pool, folds(pool, 3))
-        if "--plot" in sys.argv: plot(t, sys.argv[sys.argv.index("--plot") + 1])
+        ref = sys.argv[sys.argv.index("--ref") + 1] if "--ref" in sys.argv else 'base'
+        t = paired(out, pool, folds(pool, 3), ref=ref)
+        if "--plot" in sys.argv: plot(t, sys.argv[sys.argv.index("--plot") + 1], ref)
     elif "--table" in sys.argv:
         df,kl = kl_table(); pool,tst = pool_and_test(df)
         table(Path(sys.argv[sys.argv.index('--out') + 1]) if '--out' in sys.argv else Path('/tmp/kl_recipe'), pool, tst, folds(pool, 3), 3)

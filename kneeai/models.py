@@ -198,7 +198,8 @@ def _saved_body(arch:str, fn, in_chans:int) -> nn.Module:
 # %% ../nbs/07_models.ipynb #368c2202
 def n_features(body:nn.Module, in_chans:int=3) -> int:
     "Channels of `body`'s output (a timm model says it; a torchvision body is run once on a small input)"
-    if hasattr(body, 'num_features'): return int(body.num_features)
+    nf = getattr(body, 'head_hidden_size', None) or getattr(body, 'num_features', None)  # timm: the width after a conv head that follows the pooling (MobileNetV3), else the body's
+    if nf: return int(nf)
     p = next(body.parameters())
     no_amp = torch.autocast(p.device.type, enabled=False) if p.device.type in ('cpu', 'cuda') else contextlib.nullcontext()
     with torch.no_grad(), no_amp:  # the meta device (a model built for loading) has no autocast
