@@ -157,13 +157,13 @@ def knee_side(fn, # A DICOM or image file, or an array
     return None
 
 # %% ../nbs/05_radiographs.ipynb #172f10cd
-def _knee_side_of(fn, side:str|None=None, canonical_side:str='L') -> str:
+def _knee_side_of(fn, side:str|None=None, canonical_side:str='L', hint:str|None=None) -> str:
     "`side` (L/R, left/right, any case) where the DICOM header agrees or says nothing, else the header's; a `DataError` where neither says or they differ"
     name,found = (fn if not isinstance(fn, np.ndarray) else 'the array'),knee_side(fn)
     if side is None:
         if found is None: raise DataError(name, f"the model shows every knee as a {'left' if canonical_side == 'L' else 'right'} one, and the knee's side is unknown "
                                           '(no DICOM Image Laterality or Laterality)',
-                                          hint='give the side (L or R) of each image: `sides` of `predict_images` or `explain_images`, `--side` of `kneeai predict` or `kneeai explain`')
+                                          hint=hint or 'give the side (L or R) of each image: `sides` of `predict_images` or `explain_images`, `--side` of `kneeai predict` or `kneeai explain`')
         return found
     if _side(side) is None: raise DataError(name, f'{side!r} is not a side', hint='give the knee\'s side as L or R')
     if found not in (None, _side(side)):
@@ -179,11 +179,12 @@ def load_radiograph(fn, # A DICOM or image file, or a 2-D image array
                     mean=None, std=None, # Normalisation per channel (e.g. from a model's config); None: values in [0, 1]
                     canonical_side:str|None=None, # Show the knee as this side's (a model's config says so): the other side's images are mirrored
                     side:str|None=None, # With `canonical_side`: the knee's side, L or R (default: `knee_side(fn)`, DICOM only); a DICOM header that says otherwise is an error
+                    side_hint:str|None=None, # What the error of an unknown side tells to do (default: how the library and the CLI take a side)
                     **kwargs, # Other entries of a model's data config, ignored (so that `load_radiograph(fn, **cfg['data'])` works)
                    ) -> TensorRadiograph:
     "A radiograph as the float tensor `(in_chans, size, size)` a model of that config takes"
     a = radiograph_array(fn, size, prep)
-    if canonical_side is not None and mirror_flags([_knee_side_of(fn, side, canonical_side)], canonical_side)[0]: a = a[:, ::-1]
+    if canonical_side is not None and mirror_flags([_knee_side_of(fn, side, canonical_side, side_hint)], canonical_side)[0]: a = a[:, ::-1]
     x = torch.from_numpy(np.ascontiguousarray(a))[None].expand(in_chans, -1, -1).contiguous()
     if clahe: x = clahe_batch(x[None], clahe)[0]
     if mean is not None: x = (x - torch.tensor(mean).reshape(-1, 1, 1)) / torch.tensor(std).reshape(-1, 1, 1)

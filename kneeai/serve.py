@@ -157,8 +157,8 @@ def image_inputs(files, # `(name, bytes)` pairs: DICOM, PNG or JPEG files
             kind = upload_kind(data)
             if kind not in _SUFFIX: raise DataError(name, 'not a DICOM, PNG or JPEG file', hint=_ANY_HINT)
             (fn := Path(d)/f'{i}{_SUFFIX[kind]}').write_bytes(data)
-            try: res.append((name, load_radiograph(fn, **data_cfg, side=side)))
-            except KneeaiError as e: raise type(e)(name, e.reason, _SIDE_HINT if side is None and 'side is unknown' in e.reason else e.hint) from None
+            try: res.append((name, load_radiograph(fn, **data_cfg, side=side, side_hint=_SIDE_HINT)))
+            except KneeaiError as e: raise type(e)(name, e.reason, e.hint) from None
             except Exception as e: raise DataError(name, f'cannot be read as a radiograph ({type(e).__name__})') from None
     return res
 
