@@ -14,7 +14,7 @@ import numpy as np, pandas as pd
 import kneeai
 from .core import PLANES, KneeaiError, DataError, VolumeError, DicomError, kneeai_home
 from .volumes import load_volume
-from .radiographs import load_radiograph, RADIOGRAPH_TASKS
+from .radiographs import load_radiograph, knee_side, mirror_flags, RADIOGRAPH_TASKS
 from .deid import dicom_tags
 from .learner import Predictor, CONFIG_NAME
 from .serve import exam_volumes, study_volumes, upload_kind, _zip_is_study
@@ -24,8 +24,8 @@ from .cli import MAX_UPLOAD_MB, add_app_options
 # %% auto #0
 __all__ = ['EXAM_KINDS', 'IMAGE_KINDS', 'upload_items', 'check_upload_size', 'split_uploads', 'read_exam', 'load_app_model',
            'exam_probs', 'result_table', 'result_json', 'result_csv', 'top_slices', 'slice_view', 'read_images',
-           'class_names', 'dicom_table', 'app_parser', 'app_args', 'demo_model_dir', 'model_choice', 'upload_views',
-           'study_upload_views', 'page']
+           'class_names', 'upload_sides', 'dicom_table', 'app_parser', 'app_args', 'demo_model_dir', 'model_choice',
+           'upload_views', 'study_upload_views', 'page']
 
 # %% ../nbs/14_app.ipynb #34de3d15
 _EXAM_HINT = 'upload sagittal.npy, coronal.npy and axial.npy of one exam (the plane in each name), or a .zip holding them'
@@ -142,6 +142,7 @@ def slice_view(volume:np.ndarray, # `(S, H, W)`
 
 # %% ../nbs/14_app.ipynb #3bef30bb
 _SUFFIX = {'dicom': '.dcm', 'png': '.png', 'jpeg': '.jpg'}
+_SIDE_HINT = "choose the knees' side in the sidebar (Side of the knees)"
 
 def _unique(name, taken):
     "`name`, or `name (2)`, `name (3)`, ... where it is taken"
@@ -152,6 +153,7 @@ def _unique(name, taken):
 def read_images(files, # DICOM, PNG or JPEG files (see `upload_items`)
                 cfg:dict, # The radiograph model's config
                 max_mb:float=MAX_UPLOAD_MB, # Limit of what the files hold together, in MiB
+                side:str|None=None, # The knees' side (L or R), for a model trained in canonical orientation (default: each DICOM file's header)
                ) -> dict: # name -> the model's input `(C, H, W)`
     "Uploaded radiographs prepared for the model as `Predictor.predict_images` prepares files; a repeated name gets ' (2)'"
     files = upload_items(files)
@@ -163,7 +165,7 @@ def read_images(files, # DICOM, PNG or JPEG files (see `upload_items`)
             if kind not in IMAGE_KINDS: raise DataError(name, 'not a DICOM, PNG or JPEG file', hint=_ANY_HINT)
             name = _unique(name, res)
             (fn := Path(d)/f'{i}{_SUFFIX[kind]}').write_bytes(data)
-            try: res[name] = load_radiograph(fn, **cfg['data'])
+            try: res[name] = load_radiograph(fn, **cfg['data'], side=side, side_hint=_SIDE_HINT)
             except KneeaiError as e: raise type(e)(name, e.reason, e.hint) from None
             except Exception as e: raise DataError(name, f'cannot be read as a radiograph ({type(e).__name__}: {e})') from None
     return res
@@ -174,6 +176,20 @@ def class_names(cfg:dict) -> list:
     d = cfg['data']
     names = (RADIOGRAPH_TASKS.get(d.get('task')) or {}).get('names')
     return list(names) if names and len(names) == len(d['classes']) else [str(c) for c in d['classes']]
+
+# %% ../nbs/14_app.ipynb #b5995574
+def upload_sides(files, # DICOM, PNG or JPEG files (see `upload_items`)
+                 side:str|None=None, # The side chosen for every upload (None: each DICOM file's header)
+                ) -> dict: # name (as `read_images` names it) -> 'L', 'R', or None where neither says
+    "The side of each uploaded knee: the one chosen, else its DICOM header's (`kneeai.radiographs.knee_side`)"
+    res = {}
+    with tempfile.TemporaryDirectory() as d:
+        for i,(name,data) in enumerate(upload_items(files)):
+            name,fn = _unique(name, res),Path(d)/f'{i}.dcm'
+            if side is None and upload_kind(data) == 'dicom': fn.write_bytes(data)
+            try: res[name] = side or (knee_side(fn) if fn.exists() else None)
+            except KneeaiError: res[name] = None
+    return res
 
 # %% ../nbs/14_app.ipynb #12b58c84
 def dicom_table(name:str, # The uploaded file's name, for errors
@@ -297,11 +313,17 @@ def _sidebar(st, path, pred, how) -> dict:
                                'from': ['model' if t in thr else 'default' for t in d['tasks']]}, index=pd.Index(d['tasks'], name='task')))
     else: sb.markdown(f"{pred.kind} · {m.get('arch', '?')} · task: {d.get('task')} · classes: {', '.join(class_names(cfg))} · {d.get('size')} px"
                       + (f" · views: {', '.join(d['views'])}" if d.get('views') else ''))
+    side = None
+    if pred.inputs == 'images' and d.get('canonical_side'):
+        side = sb.radio('Side of the knees', ('header', 'L', 'R'), key='knee_side', horizontal=True,
+                        format_func={'header': 'from the DICOM header', 'L': 'left', 'R': 'right'}.get,
+                        help=f"The model reads every knee as a {'left' if d['canonical_side'] == 'L' else 'right'} one (the other side's mirrored): "
+                             "the side of every upload, or each DICOM file's Image Laterality. PNG and JPEG images carry no side.")
     sb.markdown('**Display**')
     method = sb.radio('Heatmap', CAM_METHODS, format_func={'gradcam': 'GradCAM', 'gradcampp': 'GradCAM++'}.get, horizontal=True, key='cam_method')
     alpha = sb.slider('Heatmap opacity', 0., 1., .4, .05, key='cam_alpha')
     phi = sb.checkbox('Show identifying DICOM tags (names, IDs, dates, …)', key='phi')
-    return dict(method=method, alpha=alpha, phi=phi)
+    return dict(method=method, alpha=alpha, phi=phi, side=None if side in (None, 'header') else side)
 
 # %% ../nbs/14_app.ipynb #a4f81a76
 def _show_table(st, table):
@@ -349,14 +371,14 @@ def _exam_section(st, pred, files, args, key, path, ctl):
         col.bar_chart(pd.DataFrame({'contribution to the logit': c['scores']}), height=120, x_label='slice', y_label='')
 
 def _image_section(st, pred, files, args, key, path, ctl):
-    names = class_names(pred.cfg)
+    names,canon = class_names(pred.cfg),pred.data.get('canonical_side')
     def make():
-        xs = read_images(files, pred.cfg, args.max_upload_mb)
+        xs = read_images(files, pred.cfg, args.max_upload_mb, side=ctl.get('side'))
         probs = pred.image_probs(xs)
         table = result_table(probs.set_axis(names, axis=1), pred.thresholds, single_label=pred.data.get('task') != 'multilabel')
-        return dict(xs=xs, probs=probs, table=table, cams={})
+        return dict(xs=xs, probs=probs, table=table, cams={}, sides=upload_sides(files, ctl.get('side')) if canon else {})
     with ctl['lock']: res = _result_state(st, key, make)
-    _results(st, res['table'], dict(model=str(path), files=[n for n,_ in files]), key)
+    _results(st, res['table'], dict(model=str(path), files=[n for n,_ in files], **({'sides': res['sides']} if canon else {})), key)
     st.subheader('GradCAM')
     target = st.selectbox('Heatmap of the class', ['the most probable', *names], key='cam_class')
     cols = st.columns(min(3, len(res['xs'])))
@@ -368,7 +390,9 @@ def _image_section(st, pred, files, args, key, path, ctl):
                 with ctl['lock']: res['cams'][ck] = image_cam(pred.model, x, pred.cfg, target=t, method=ctl['method'])
             view = overlay(x[0].numpy(), res['cams'][ck], ctl['alpha'])
         except Exception as e: return _fail(st, e, 'The heatmaps could not be computed')
-        cols[j % len(cols)].image(view, caption=f'{name}: {names[t]}', width='stretch')
+        s = res['sides'].get(name)
+        if s and mirror_flags([s], canon)[0]: view = np.ascontiguousarray(view[:, ::-1])  # as acquired: the model read it mirrored
+        cols[j % len(cols)].image(view, caption=f'{name}' + (f' ({s} knee)' if s else '') + f': {names[t]}', width='stretch')
 
 def _dicom_section(st, files, phi):
     dcm = [(n, d) for n,d in files if upload_kind(d) == 'dicom']
@@ -417,7 +441,7 @@ def page(argv=None # The app's arguments (default: `sys.argv[1:]`, as `streamlit
         exam,imgs = split_uploads(files)
     except Exception as e: return _fail(st, e)
     try:
-        key = _digest(files)
+        key = _digest(files) + (ctl.get('side') or '')  # another side: another analysis
         if exams and imgs: raise DataError(_names(imgs), 'this model reads MRNet exams, not radiographs', hint=_EXAM_HINT)
         if not exams and exam: raise DataError(_names(exam), 'this model reads radiographs, not MRNet exams', hint='upload DICOM, PNG or JPEG files')
         if exam: _exam_section(st, pred, exam, args, key, path, ctl)

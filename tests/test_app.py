@@ -206,3 +206,33 @@ def test_real_mrnet_exam(tiny, tmp_path, monkeypatch):
     ref = predict_exams(model, [exam]).iloc[0]
     np.testing.assert_allclose(shown_probs(at).probability, ref[list(MRNET_TASKS)].astype(float), atol=5e-5 + 1e-6)
     for s,p in zip(at.main.slider, PLANES): assert s.max == len(np.load(exam/f'{p}.npy')) - 1
+
+def test_side_control_of_a_canonical_model(kl_model, xr_data, xr_model, monkeypatch, tmp_path):
+    """A canonical KL model (#19): the sidebar offers the knees' side (from the DICOM header, left, right), which goes to the
+    prediction and the heatmaps, as `predict_images(sides=...)`; no such control for another model"""
+    from PIL import Image
+    from kneeai.learner import predict_images
+    xr,df = xr_data
+    png = tmp_path/'knee.png'
+    Image.fromarray((np.random.default_rng(0).random((48, 40))*255).astype(np.uint8)).save(png)
+    right = xr/df.file[df.laterality.eq('R').idxmax()]
+    at = start(monkeypatch, '--model', xr_model[0])
+    assert [r.key for r in at.sidebar.radio] == ['cam_method']  # not canonical: no side to give
+    at = start(monkeypatch, '--model', kl_model)
+    assert at.sidebar.radio(key='knee_side').value == 'header'
+    at.file_uploader[0].set_value([('knee.png', png.read_bytes(), 'image/png')]).run()
+    assert not at.exception and len(errors(at)) == 1 and "knee.png: the model shows every knee as a left one, and the knee's side is unknown" in errors(at)[0]
+    assert "choose the knees' side in the sidebar" in errors(at)[0]
+    at.sidebar.radio(key='knee_side').set_value('R').run()
+    assert not at.exception and errors(at) == []
+    ref = predict_images(kl_model, [png], sides=['R'])
+    t = at.main.table[0].value.reset_index()
+    assert np.allclose(t.probability.astype(float), ref.loc[str(png)].astype(float), atol=5e-5 + 1e-6)
+    assert at.main.image[0].captions[0].startswith('knee.png (R knee): ')
+    at.file_uploader[0].set_value([('right.dcm', right.read_bytes(), 'application/dicom')]).run()
+    at.sidebar.radio(key='knee_side').set_value('L').run()
+    assert 'right.dcm: the side given, L, contradicts the DICOM header, which says R' in errors(at)[0]
+    at.sidebar.radio(key='knee_side').set_value('header').run()
+    assert not at.exception and errors(at) == []
+    t = at.main.table[0].value.reset_index()
+    assert np.allclose(t.probability.astype(float), predict_images(kl_model, [right]).loc[str(right)].astype(float), atol=5e-5 + 1e-6)
