@@ -537,7 +537,7 @@ def serve_app(model, # A loaded `Predictor`, or a model folder (loaded here)
         if not authorized(request.headers, key): return await svc.answer(request, None)
         return Response(svc.metrics.text(), media_type='text/plain; version=0.0.4')
 
-    @app.get('/v1/model', summary='The model: kind, outputs, thresholds, training report')
+    @app.get('/v1/model', summary='The model: kind, outputs, thresholds, canonical side (set: radiographs need their side), training report')
     async def model_(request:Request):
         async def info(r): return svc.info
         return await svc.answer(request, info)
