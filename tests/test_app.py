@@ -216,6 +216,12 @@ def test_side_control_of_a_canonical_model(kl_model, xr_data, xr_model, monkeypa
     png = tmp_path/'knee.png'
     Image.fromarray((np.random.default_rng(0).random((48, 40))*255).astype(np.uint8)).save(png)
     right = xr/df.file[df.laterality.eq('R').idxmax()]
+    from streamlit.delta_generator import DeltaGenerator
+    from kneeai.interpret import overlay
+    from kneeai.radiographs import load_radiograph
+    from kneeai.learner import Predictor
+    shown,image = [],DeltaGenerator.image
+    monkeypatch.setattr(DeltaGenerator, 'image', lambda self, img, *a, **kw: (shown.append(np.asarray(img)), image(self, img, *a, **kw))[1])
     at = start(monkeypatch, '--model', xr_model[0])
     assert [r.key for r in at.sidebar.radio] == ['cam_method']  # not canonical: no side to give
     at = start(monkeypatch, '--model', kl_model)
@@ -223,12 +229,16 @@ def test_side_control_of_a_canonical_model(kl_model, xr_data, xr_model, monkeypa
     at.file_uploader[0].set_value([('knee.png', png.read_bytes(), 'image/png')]).run()
     assert not at.exception and len(errors(at)) == 1 and "knee.png: the model shows every knee as a left one, and the knee's side is unknown" in errors(at)[0]
     assert "choose the knees' side in the sidebar" in errors(at)[0]
+    at.sidebar.slider(key='cam_alpha').set_value(0.).run()  # the image alone: is it shown as acquired?
     at.sidebar.radio(key='knee_side').set_value('R').run()
     assert not at.exception and errors(at) == []
     ref = predict_images(kl_model, [png], sides=['R'])
     t = at.main.table[0].value.reset_index()
     assert np.allclose(t.probability.astype(float), ref.loc[str(png)].astype(float), atol=5e-5 + 1e-6)
     assert at.main.image[0].captions[0].startswith('knee.png (R knee): ')
+    data = {**Predictor.load(kl_model, 'cpu').data, 'canonical_side': None}
+    np.testing.assert_array_equal(shown[-1], overlay(load_radiograph(png, **data)[0].numpy(), np.zeros((32, 32)), 0.))  # the model read it mirrored
+    assert (shown[-1] != shown[-1][:, ::-1]).any()  # (an image that is not its own mirror image)
     at.file_uploader[0].set_value([('right.dcm', right.read_bytes(), 'application/dicom')]).run()
     at.sidebar.radio(key='knee_side').set_value('L').run()
     assert 'right.dcm: the side given, L, contradicts the DICOM header, which says R' in errors(at)[0]
