@@ -400,6 +400,7 @@ def _radiograph_trainer(args):
 def _predict(args):
     if bool(args.data) == bool(args.exams): raise DataError(reason='give exam folders or image files, or --data MRNET_DIR (with --split), not both')
     pred = Predictor.load(args.model, args.device, args.trust_pickle)
+    pred.check_side(args.side, '--side')
     df = (pred.predict_split(args.data, args.split) if args.data else
           pred.predict_exams(args.exams) if pred.inputs == 'exams' else
           pred.predict_studies(args.exams) if pred.inputs == 'studies' else

@@ -497,8 +497,7 @@ def explain(model_dir, # A folder from `save_model`: an MRNet model, a radiograp
     out,inputs = Path(out),[Path(i) for i in inputs]
     if not inputs: raise DataError(out, 'nothing to explain', hint='give exam folders, or image files for a radiograph model')
     if k < 1: raise DataError(k, 'the number of top slices must be at least 1')
-    if side is not None and pred.inputs != 'images':
-        raise DataError(side, f"a knee's side is for radiograph models; this {pred.kind} model reads {pred.inputs}", hint='leave the side out')
+    pred.check_side(side)
     if pred.inputs == 'studies': return explain_studies(pred, inputs, out, tasks, method)
     if pred.inputs == 'images':
         files = [f for i in inputs for f in ((dicom_files(i) + sorted(p for p in i.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)) if i.is_dir() else [i])]

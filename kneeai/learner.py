@@ -553,6 +553,15 @@ def predict_images(self:Predictor, images, # DICOM or image files, or 2-D arrays
                                     lambda n, o: load_radiograph(o[0], **self.data, side=o[1]))
     return _with_errors(self.image_probs(xs, bs), names, errors, 'file')
 
+# %% ../nbs/09_learner.ipynb #7d4e5599
+@patch
+def check_side(self:Predictor, side, # A knee's side (L or R), or None
+               given_as:str='side', # How the user gave it, for the message (e.g. '--side')
+              ):
+    "Refuse a knee's side given to a model that does not read single radiographs"
+    if side is not None and self.inputs != 'images':
+        raise DataError(given_as, f"a knee's side is for radiograph models; this {self.kind} model reads {self.inputs}", hint=f'leave {given_as} out')
+
 # %% ../nbs/09_learner.ipynb #26f84d75
 @delegates(Predictor.predict_exams)
 def predict_exams(model_dir, # A folder from `save_model` holding an MRNet model

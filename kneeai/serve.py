@@ -170,8 +170,7 @@ def read_upload(files, # `(name, bytes)` pairs from one request
                ):
     "One exam as plane -> volume, or radiographs as `(name, tensor)` pairs: what the model reads, from one request's files"
     if not files: raise DataError(None, 'no file was sent', hint=_ANY_HINT)
-    if side is not None and pred.inputs != 'images':
-        raise DataError('side', f"a knee's side is for radiograph models; this {pred.kind} model reads {pred.inputs}", hint='leave the side field out')
+    pred.check_side(side)  # the form field side
     kinds = [upload_kind(d) for _,d in files]
     for (n,_),k in zip(files, kinds):
         if k is None: raise DataError(n, 'not a file kneeai can read', hint=_ANY_HINT)

@@ -105,3 +105,13 @@ def test_explain_radiographs_with_side(kl_model, xr_data, tmp_path):
     right = xr/df.file[df.laterality.eq('R').idxmax()]
     r = kneeai_cmd('explain', '--model', kl_model, right, png, '--out', tmp_path/'out3', '--side', 'L')
     assert r.returncode == 1 and 'the side given, L, contradicts the DICOM header, which says R' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+def test_side_is_refused_for_an_mrnet_model(model_and_exam, capsys):
+    "`--side` is for radiograph models: `kneeai predict` and `kneeai explain` refuse it for an MRNet model, in one line"
+    from kneeai.cli import main
+    tmp,model,exam = model_and_exam
+    for cmd in (['predict'], ['explain', '--out', str(tmp/'out_side')]):
+        assert main([*cmd, '--model', str(model), str(exam), '--side', 'L']) == 1
+        err = capsys.readouterr().err
+        assert "a knee's side is for radiograph models" in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp/'out_side').exists()
