@@ -14,10 +14,10 @@ import numpy as np, pandas as pd
 import kneeai
 from .core import PLANES, KneeaiError, DataError, VolumeError, DicomError, kneeai_home
 from .volumes import load_volume
-from .radiographs import load_radiograph, knee_side, mirror_flags, RADIOGRAPH_TASKS
+from .radiographs import knee_side, mirror_flags, RADIOGRAPH_TASKS
 from .deid import dicom_tags
 from .learner import Predictor, CONFIG_NAME
-from .serve import exam_volumes, study_volumes, upload_kind, _zip_is_study
+from .serve import exam_volumes, study_volumes, image_inputs, upload_kind, _zip_is_study
 from .interpret import exam_cams, image_cam, overlay, CAM_METHODS
 from .cli import MAX_UPLOAD_MB, add_app_options
 
@@ -141,7 +141,6 @@ def slice_view(volume:np.ndarray, # `(S, H, W)`
     return overlay(volume[i], cam[i], alpha)
 
 # %% ../nbs/14_app.ipynb #3bef30bb
-_SUFFIX = {'dicom': '.dcm', 'png': '.png', 'jpeg': '.jpg'}
 _SIDE_HINT = "choose the knees' side in the sidebar (Side of the knees)"
 
 def _unique(name, taken):
@@ -158,17 +157,10 @@ def read_images(files, # DICOM, PNG or JPEG files (see `upload_items`)
     "Uploaded radiographs prepared for the model as `Predictor.predict_images` prepares files; a repeated name gets ' (2)'"
     files = upload_items(files)
     check_upload_size(files, max_mb)
-    res = {}
-    with tempfile.TemporaryDirectory() as d:
-        for i,(name,data) in enumerate(files):
-            kind = upload_kind(data)
-            if kind not in IMAGE_KINDS: raise DataError(name, 'not a DICOM, PNG or JPEG file', hint=_ANY_HINT)
-            name = _unique(name, res)
-            (fn := Path(d)/f'{i}{_SUFFIX[kind]}').write_bytes(data)
-            try: res[name] = load_radiograph(fn, **cfg['data'], side=side, side_hint=_SIDE_HINT)
-            except KneeaiError as e: raise type(e)(name, e.reason, e.hint) from None
-            except Exception as e: raise DataError(name, f'cannot be read as a radiograph ({type(e).__name__}: {e})') from None
-    return res
+    names = []
+    for n,_ in files: names.append(_unique(n, names))
+    return dict(zip(names, (x for _,x in image_inputs(files, cfg['data'], side, hint=_ANY_HINT, side_hint=_SIDE_HINT))))
+
 
 # %% ../nbs/14_app.ipynb #c0d0e008
 def class_names(cfg:dict) -> list:

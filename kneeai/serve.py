@@ -149,15 +149,17 @@ def exam_volumes(files, # `(name, bytes)` pairs: three `.npy` volumes, or a zip 
 def image_inputs(files, # `(name, bytes)` pairs: DICOM, PNG or JPEG files
                  data_cfg:dict, # The radiograph model's data config (`Predictor.data`)
                  side:str|None=None, # The knees' side (L or R) for a model trained in canonical orientation (default: each DICOM file's header)
+                 hint:str=_ANY_HINT, # What the error of a file of another kind tells to send (the web app: to upload)
+                 side_hint:str=_SIDE_HINT, # What the error of an unknown side tells to do
                 ) -> list: # `(name, prepared tensor)` pairs, in order
     "Uploaded radiographs prepared for the model by `load_radiograph`; an unreadable one is a `KneeaiError` naming it"
     res = []
     with tempfile.TemporaryDirectory() as d:
         for i,(name,data) in enumerate(files):
             kind = upload_kind(data)
-            if kind not in _SUFFIX: raise DataError(name, 'not a DICOM, PNG or JPEG file', hint=_ANY_HINT)
+            if kind not in _SUFFIX: raise DataError(name, 'not a DICOM, PNG or JPEG file', hint=hint)
             (fn := Path(d)/f'{i}{_SUFFIX[kind]}').write_bytes(data)
-            try: res.append((name, load_radiograph(fn, **data_cfg, side=side, side_hint=_SIDE_HINT)))
+            try: res.append((name, load_radiograph(fn, **data_cfg, side=side, side_hint=side_hint)))
             except KneeaiError as e: raise type(e)(name, e.reason, e.hint) from None
             except Exception as e: raise DataError(name, f'cannot be read as a radiograph ({type(e).__name__})') from None
     return res
