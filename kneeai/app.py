@@ -16,7 +16,7 @@ from .core import PLANES, KneeaiError, DataError, VolumeError, DicomError, kneea
 from .volumes import load_volume
 from .radiographs import knee_side, mirror_flags, RADIOGRAPH_TASKS
 from .deid import dicom_tags
-from .learner import Predictor, CONFIG_NAME
+from .learner import Predictor, CONFIG_NAME, unique_name
 from .serve import exam_volumes, study_volumes, image_inputs, upload_kind, _zip_is_study
 from .interpret import exam_cams, image_cam, overlay, CAM_METHODS
 from .cli import MAX_UPLOAD_MB, add_app_options
@@ -143,12 +143,6 @@ def slice_view(volume:np.ndarray, # `(S, H, W)`
 # %% ../nbs/14_app.ipynb #3bef30bb
 _SIDE_HINT = "choose the knees' side in the sidebar (Side of the knees)"
 
-def _unique(name, taken):
-    "`name`, or `name (2)`, `name (3)`, ... where it is taken"
-    k,new = 1,name
-    while new in taken: k,new = k + 1,f'{name} ({k + 1})'
-    return new
-
 def read_images(files, # DICOM, PNG or JPEG files (see `upload_items`)
                 cfg:dict, # The radiograph model's config
                 max_mb:float=MAX_UPLOAD_MB, # Limit of what the files hold together, in MiB
@@ -158,7 +152,7 @@ def read_images(files, # DICOM, PNG or JPEG files (see `upload_items`)
     files = upload_items(files)
     check_upload_size(files, max_mb)
     names = []
-    for n,_ in files: names.append(_unique(n, names))
+    for n,_ in files: names.append(unique_name(n, names))
     return dict(zip(names, (x for _,x in image_inputs(files, cfg['data'], side, hint=_ANY_HINT, side_hint=_SIDE_HINT))))
 
 
@@ -177,7 +171,7 @@ def upload_sides(files, # DICOM, PNG or JPEG files (see `upload_items`)
     res = {}
     with tempfile.TemporaryDirectory() as d:
         for i,(name,data) in enumerate(upload_items(files)):
-            name,fn = _unique(name, res),Path(d)/f'{i}.dcm'
+            name,fn = unique_name(name, res),Path(d)/f'{i}.dcm'
             if side is None and upload_kind(data) == 'dicom': fn.write_bytes(data)
             try: res[name] = side or (knee_side(fn) if fn.exists() else None)
             except KneeaiError: res[name] = None
@@ -229,7 +223,7 @@ def upload_views(files # DICOM, PNG or JPEG files (see `upload_items`)
     "The ViewPosition of each uploaded DICOM radiograph, read from its header"
     res = {}
     for name,data in upload_items(files):
-        name = _unique(name, res)
+        name = unique_name(name, res)
         try: res[name] = str(read_dicom(data, stop_before_pixels=True).get('ViewPosition', '') or '').strip().upper() if upload_kind(data) == 'dicom' else ''
         except KneeaiError: res[name] = ''
     return res

@@ -29,8 +29,8 @@ from .metrics import report_markdown
 __all__ = ['AMP_CACHE', 'CONFIG_NAME', 'WEIGHTS_NAME', 'CSVLog', 'SaveBestModel', 'EarlyStopping', 'cpu_bf16_native',
            'CPUMixedPrecision', 'amp_decision', 'TrainMixedPrecision', 'amp_callback', 'EpochLog', 'interactive',
            'progress_ctx', 'training_callbacks', 'feature_head', 'frozen_features', 'CachedFeatures', 'fit_head_cached',
-           'fit_recipe', 'write_report', 'save_model', 'load_model', 'predict_probs', 'Predictor', 'predict_exams',
-           'predict_split', 'predict_images', 'predict_studies']
+           'fit_recipe', 'write_report', 'save_model', 'load_model', 'predict_probs', 'unique_name', 'Predictor',
+           'predict_exams', 'predict_split', 'predict_images', 'predict_studies']
 
 # %% ../nbs/09_learner.ipynb #8301a3ce
 class CSVLog(CSVLogger):
@@ -445,6 +445,15 @@ def predict_probs(model:nn.Module, # From `load_model`
     if ids is None: ids = dl.items['id'].tolist() if 'id' in getattr(dl.items, 'columns', ()) else range(len(probs))
     return pd.DataFrame(probs, index=pd.Index(list(ids), name='id'), columns=[str(c) for c in output_names(cfg)])
 
+# %% ../nbs/09_learner.ipynb #56d942ca
+def unique_name(name:str, # A name
+                taken, # The names already used (any container)
+               ) -> str:
+    "`name`, or `name (2)`, `name (3)`, ... where it is taken"
+    k,new = 1,name
+    while new in taken: k,new = k + 1,f'{name} ({k + 1})'
+    return new
+
 # %% ../nbs/09_learner.ipynb #21887473
 def _inputs(data_cfg:dict) -> dict: return dict(data_cfg, tasks=None)  # how to prepare inputs, without the labels
 
@@ -457,8 +466,14 @@ def _with_errors(res:pd.DataFrame, names:list, errors:dict, index_name:str) -> p
 def _prepare_each(items, names, default_name, what:str, prepare, arg:str='names') -> tuple:
     "The inputs' names (given, or `default_name(item, j)`), `prepare(name, item)` by name, and the reason of each input that could not be prepared"
     items = list(items)
-    names = [str(n) for n in names] if names is not None else [default_name(o, j) for j,o in enumerate(items)]
+    if names is None:  # the same default twice (one file given twice, exam folders of one name in two places): 'name (2)'
+        names = []
+        for j,o in enumerate(items): names.append(unique_name(default_name(o, j), names))
+    names = [str(n) for n in names]
     if len(names) != len(items): raise DataError(arg, f'{len(names)} {arg} for {len(items)} {what}')
+    if len(set(names)) < len(names):
+        dup = list(dict.fromkeys(n for n in names if names.count(n) > 1))
+        raise DataError(arg, f'{len(dup)} {arg} given to more than one of the {what}, e.g. {dup[:3]}', hint='give each a different name')
     xs,errors = {},{}
     for n,o in zip(names, items):
         try: xs[n] = prepare(n, o)
