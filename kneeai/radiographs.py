@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # kornia and fastai call torch.jit.script on im
     from fastai.vision.core import TensorImage
     from fastai.vision.augment import aug_transforms
     from fastai.torch_core import show_image
-from .core import SCHATZKER, KneeaiError, DataError, get_device, read_npy
+from .core import SCHATZKER, KneeaiError, DataError, DicomError, get_device, read_npy
 from .dicom import dcm2float, read_dicom
 from .volumes import ConfigDataLoaders
 from .preprocess import MIN_SIDE, image01, preprocess_radiograph, percentile_norm, clahe_batch, CLAHE, _resize
@@ -146,15 +146,18 @@ def mirror_flags(sides, # Each knee's side: 'L'/'R' (DICOM's code strings) or 'l
 # %% ../nbs/05_radiographs.ipynb #7eadb359
 def knee_side(fn, # A DICOM or image file, or an array
              ) -> str|None:
-    "'L' or 'R' from a DICOM file's Image Laterality, Laterality or Frame Laterality; None where none says L or R (image files, arrays, U, B)"
+    "'L' or 'R' from a DICOM file's Image Laterality, Laterality or Frame Laterality; None where none says L or R (image files, arrays, U, B); an error where they differ"
     if isinstance(fn, np.ndarray) or Path(fn).suffix.lower() in IMAGE_SUFFIXES: return None
     ds = read_dicom(fn, stop_before_pixels=True)
     sfg = ds.get('SharedFunctionalGroupsSequence')
     fa = sfg[0].get('FrameAnatomySequence') if sfg else None
-    for v in (ds.get('ImageLaterality'), ds.get('Laterality'), fa[0].get('FrameLaterality') if fa else None):
-        v = str(v or '').strip().upper()
-        if v in ('L', 'R'): return v
-    return None
+    said = {k: str(v or '').strip().upper() for k,v in (('Image Laterality', ds.get('ImageLaterality')), ('Laterality', ds.get('Laterality')),
+                                                       ('Frame Laterality', fa[0].get('FrameLaterality') if fa else None))}
+    lr = {k: v for k,v in said.items() if v in ('L', 'R')}
+    if len(set(lr.values())) > 1:  # PS3.3 C.7.6.1: Image Laterality "shall be consistent with ... Laterality (0020,0060), if present"
+        raise DicomError(fn, f"the header contradicts itself on the knee's side ({', '.join(f'{k} {v}' for k,v in lr.items())})",
+                         hint='correct the header: kneeai does not guess which is right')
+    return next(iter(lr.values()), None)
 
 # %% ../nbs/05_radiographs.ipynb #172f10cd
 def _knee_side_of(fn, side:str|None=None, canonical_side:str='L', hint:str|None=None) -> str:
