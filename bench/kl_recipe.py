@@ -87,7 +87,7 @@ def main():
     a.add_argument('--configs', nargs='*', default=[]); a.add_argument('--set', default=None, help='a JSON dict: a new configuration named by --name')
     a.add_argument('--name', default=None); a.add_argument('--folds', type=int, default=3); a.add_argument('--only-folds', type=int, nargs='*', default=None)
     a.add_argument('--out', default='/tmp/kl_recipe'); a.add_argument('--table', action='store_true')
-    a.add_argument('--threads', type=int, default=1)
+    a.add_argument('--threads', type=int, default=1); a.add_argument('--seed', type=int, default=0, help='training seed (the folds stay the same)')
     args = a.parse_args()
     warnings.filterwarnings('ignore')
     import torch; torch.set_num_threads(args.threads)
@@ -101,7 +101,7 @@ def main():
             fn = out/f'{name}.fold{k}.npz'
             if fn.exists(): continue
             l0 = os.getloadavg()[0]
-            r = run_fold(cfg, pool, tst, kl, fold_of, k)
+            r = run_fold(cfg, pool, tst, kl, fold_of, k, seed=args.seed)
             np.savez(fn, **{k2: v for k2,v in r.items() if isinstance(v, np.ndarray)}, cpu=r['cpu'], wall=r['wall'], load=l0, cfg=json.dumps(cfg))
             s = kl_scores(pool.kl_grade[fold_of == k], r['oof'], n_boot=200)
             print(f"{name} fold {k}: cpu {r['cpu']:.0f} s wall {r['wall']:.0f} s {load()} | fold {fmt(s)}", flush=True)
