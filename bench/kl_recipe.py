@@ -8,7 +8,7 @@ predicts the held-out TEST knees, plain and with test-time augmentation (fastai'
 mixed with the plain one), so that TTA and the fold ensemble are measured without training again; the test knees are
 used for nothing else (the choice is made on the cross-validated scores).
 
-    .venv/bin/python bench/kl_recipe.py --configs base mirror ce ...   # runs what is missing, appends to OUT/runs.csv
+    .venv/bin/python bench/kl_recipe.py --configs base mirror ce ...   # runs the folds missing from OUT (one .npz each), then the table
     .venv/bin/python bench/kl_recipe.py --table                        # the table of everything run so far (test: TTA, fold ensemble)
     .venv/bin/python bench/kl_recipe.py --paired [--ref base] [--plot nbs/images/kl_recipe.png]   # each configuration against --ref on the same folds
 """
@@ -86,13 +86,20 @@ def main():
     a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a.add_argument('--configs', nargs='*', default=[]); a.add_argument('--set', default=None, help='a JSON dict: a new configuration named by --name')
     a.add_argument('--name', default=None); a.add_argument('--folds', type=int, default=3); a.add_argument('--only-folds', type=int, nargs='*', default=None)
-    a.add_argument('--out', default='/tmp/kl_recipe'); a.add_argument('--table', action='store_true')
+    a.add_argument('--out', default='/tmp/kl_recipe'); a.add_argument('--table', action='store_true', help='only the table of what has run')
+    a.add_argument('--paired', action='store_true', help='only each configuration against --ref on the same out-of-fold knees')
+    a.add_argument('--ref', default='base'); a.add_argument('--plot', default=None, help='with --paired: a PNG of the differences')
     a.add_argument('--threads', type=int, default=1); a.add_argument('--seed', type=int, default=0, help='training seed (the folds stay the same)')
     args = a.parse_args()
     warnings.filterwarnings('ignore')
     import torch; torch.set_num_threads(args.threads)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     df,kl = kl_table(); pool,tst = pool_and_test(df); fold_of = folds(pool, args.folds)
+    if args.paired:
+        t = paired(out, pool, fold_of, args.ref, args.folds)
+        if args.plot: plot(t, args.plot, args.ref)
+        return
+    if args.table: return table(out, pool, tst, fold_of, args.folds)
     todo = {n: CONFIGS[n] for n in args.configs}
     if args.set: todo[args.name] = json.loads(args.set)
     for name,over in todo.items():
@@ -135,7 +142,7 @@ def paired(out, pool, fold_of, ref='base', nf=3, n_boot=1000, seed=0):
     from sklearn.metrics import cohen_kappa_score, roc_auc_score
     def load_oof(name):
         return {k: np.load(out/f'{name}.fold{k}.npz')['oof'] for k in range(nf) if (out/f'{name}.fold{k}.npz').exists()}
-    base,rng,rows = load_oof(ref),np.random.default_rng(seed),[]
+    base,rows = load_oof(ref),[]
     def scores(y, p, idx):
         yy,pp = y[idx],p[idx]
         return cohen_kappa_score(yy, pp.argmax(1), weights='quadratic'), roc_auc_score(yy >= 2, pp[:, 2:].sum(1)), (yy == pp.argmax(1)).mean()
@@ -145,7 +152,7 @@ def paired(out, pool, fold_of, ref='base', nf=3, n_boot=1000, seed=0):
         y = np.concatenate([pool.kl_grade.to_numpy()[fold_of == k] for k in ks])
         pa,pb = np.concatenate([oof[k] for k in ks]),np.concatenate([base[k] for k in ks])
         full = np.arange(len(y)); (qa,aa,ca),(qb,ab,cb) = scores(y, pa, full),scores(y, pb, full)
-        d = []
+        d,rng = [],np.random.default_rng(seed)   # the same resamples for every configuration on the same knees, whatever else has run
         for _ in range(n_boot):
             i = rng.integers(0, len(y), len(y)); (x1,x2,x3),(z1,z2,z3) = scores(y, pa, i),scores(y, pb, i); d.append((x1 - z1, x2 - z2, x3 - z3))
         d = np.array(d)
@@ -169,14 +176,4 @@ def plot(t, fn, ref='base'):
     axs[0].set_yticks(range(len(t))); axs[0].set_yticklabels([f'{c} (folds {f})' for c,f in zip(t.index, t.folds)])
     fig.tight_layout(); fig.savefig(fn, dpi=110); plt.close(fig)
 
-if __name__ == '__main__':
-    if "--paired" in sys.argv:
-        df,kl = kl_table(); pool,tst = pool_and_test(df)
-        out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else Path("/tmp/kl_recipe")
-        ref = sys.argv[sys.argv.index("--ref") + 1] if "--ref" in sys.argv else 'base'
-        t = paired(out, pool, folds(pool, 3), ref=ref)
-        if "--plot" in sys.argv: plot(t, sys.argv[sys.argv.index("--plot") + 1], ref)
-    elif "--table" in sys.argv:
-        df,kl = kl_table(); pool,tst = pool_and_test(df)
-        table(Path(sys.argv[sys.argv.index('--out') + 1]) if '--out' in sys.argv else Path('/tmp/kl_recipe'), pool, tst, folds(pool, 3), 3)
-    else: main()
+if __name__ == '__main__': main()

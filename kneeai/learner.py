@@ -7,6 +7,7 @@ Docs: https://kneeai.github.io/kneeai/learner.html.md"""
 # %% ../nbs/09_learner.ipynb #106e63eb
 from __future__ import annotations
 import contextlib, json, platform, sys, time
+from collections import Counter
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
@@ -471,8 +472,7 @@ def _prepare_each(items, names, default_name, what:str, prepare, arg:str='names'
         for j,o in enumerate(items): names.append(unique_name(default_name(o, j), names))
     names = [str(n) for n in names]
     if len(names) != len(items): raise DataError(arg, f'{len(names)} {arg} for {len(items)} {what}')
-    if len(set(names)) < len(names):
-        dup = list(dict.fromkeys(n for n in names if names.count(n) > 1))
+    if dup := [n for n,k in Counter(names).items() if k > 1]:
         raise DataError(arg, f'{len(dup)} {arg} given to more than one of the {what}, e.g. {dup[:3]}', hint='give each a different name')
     xs,errors = {},{}
     for n,o in zip(names, items):
